@@ -1,0 +1,214 @@
+"""Helpers shared by the tests: config files and sample messages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+from triaged.config import Config, load
+
+PROJECT = "security@example.org"
+MAINTAINERS = ["alice@example.org", "bob@example.org"]
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def config_text(sections: dict[str, dict[str, Any]]) -> str:
+    out = []
+    for name, keys in sections.items():
+        out.append(f"[{name}]")
+        out.extend(f"{k} = {_toml(v)}" for k, v in keys.items())
+        out.append("")
+    return "\n".join(out)
+
+
+def base_sections(directory: Path, mailbox_url: str | None = None,
+                  smtp_url: str | None = None, password_file: str | None = None,
+                  ) -> dict[str, dict[str, Any]]:
+    mailbox: dict[str, Any] = {"url": mailbox_url or f"maildir:{directory / 'inbox'}"}
+    if password_file:
+        mailbox["password_file"] = password_file
+    return {
+        "project": {"name": "Example", "address": PROJECT, "timezone": "UTC"},
+        "mailbox": mailbox,
+        "smtp": {"url": smtp_url or f"maildir:{directory / 'outbox'}"},
+        "database": {"path": str(directory / "triaged.db")},
+        "maintainers": {"members": list(MAINTAINERS)},
+        "policy": {"acknowledge": "48h", "respond": "96h"},
+    }
+
+
+def write_config(directory: Path, sections: dict[str, dict[str, Any]] | None = None,
+                 **kwargs: Any) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.toml"
+    path.write_text(config_text(sections or base_sections(directory, **kwargs)))
+    return path
+
+
+def make_config(directory: Path, **kwargs: Any) -> Config:
+    return load(write_config(directory, **kwargs))
+
+
+def mail(
+    sender: str = "reporter@outside.example",
+    subject: str = "Buffer overflow in the parser",
+    body: str = "The parser overflows on long input. Version 1.2 is affected.\n",
+    to: str = PROJECT,
+    headers: dict[str, str] | None = None,
+    message_id: str | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = message_id or make_msgid(domain="outside.example")
+    for key, value in (headers or {}).items():
+        msg[key] = value
+    msg.set_content(body)
+    return msg.as_bytes(policy=SMTP)
+
+
+class DaemonProcess:
+    """`triaged run` as a real child process, for tests of signals, crashes and IDLE."""
+
+    def __init__(self, config: Path, log_path: Path) -> None:
+        self.config = config
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DaemonProcess:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).parent.parent), env.get("PYTHONPATH", "")]
+        )
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "triaged", "--config", str(self.config), "-v", "run"],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+        log.close()
+        return self
+
+    def stop(self, timeout: float = 20) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log():
+                return
+            assert self.proc is not None and self.proc.poll() is None, self.log()
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not logged in {timeout}s:\n{self.log()}")
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def imap_config(
+    directory: Path, account: Any, sink: Any, folder: str = "INBOX", **policy: Any
+) -> Config:
+    """A config reading the Dovecot account and sending to the SMTP sink."""
+    sections = base_sections(
+        directory,
+        mailbox_url=account.url(folder),
+        smtp_url=sink.url,
+        password_file=str(account.password_file),
+    )
+    sections["mailbox"].update(poll_interval="1h", connect_timeout="10s")
+    sections["smtp"].update(retry_initial="1s", retry_max="2s")
+    sections["policy"].update(policy)
+    return make_config(directory, sections=sections)
+
+
+class Harness:
+    """The runners in-process against the real servers, one pass at a time."""
+
+    def __init__(self, config: Config) -> None:
+        from triaged.intake import IntakeRunner
+        from triaged.mailbox import open_mailbox
+        from triaged.outbox import OutboxRunner
+        from triaged.store import Store
+        from triaged.transport import open_transport
+
+        self.config = config
+        self.store = Store(config.database)
+        self.mailbox = open_mailbox(config.mailbox)
+        self.mailbox.connect()
+        self.intake = IntakeRunner(config, self.store, self.mailbox)
+        self.intake.start(datetime.now(UTC))
+        self.transport = open_transport(config.smtp)
+        self.outbox = OutboxRunner(self.store, self.transport, config.smtp)
+
+    def pump(self, now: datetime | None = None) -> int:
+        now = now or datetime.now(UTC)
+        handled = self.intake.run_once(now)
+        self.outbox.run_once(now)
+        return handled
+
+    def show(self, report_id: str) -> dict[str, Any]:
+        from triaged.views import report_detail
+
+        detail = report_detail(self.store, report_id)
+        assert detail is not None, f"no report {report_id}"
+        return detail
+
+    def reports(self) -> list[dict[str, Any]]:
+        from triaged.views import report_list
+
+        return report_list(self.store)
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.store.all("SELECT * FROM messages ORDER BY id")]
+
+    def close(self) -> None:
+        self.mailbox.close()
+        self.transport.close()
+        self.store.close()

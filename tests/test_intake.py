@@ -1,0 +1,299 @@
+"""Intake end to end: Dovecot in, aiosmtpd out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import MAINTAINERS, PROJECT, Harness, imap_config, mail
+from servers import Captured, ImapAccount, SmtpSink
+from triaged.cli import main
+from triaged.ids import find_tag, tag
+
+REPORTER = "reporter@outside.example"
+
+
+@pytest.fixture
+def harness(tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink) -> Iterator[Harness]:
+    h = Harness(imap_config(tmp_dir, imap_account, smtp_sink))
+    yield h
+    h.close()
+
+
+def _by_recipient(captured_list: SmtpSink | list[Captured]) -> dict[str, list[Captured]]:
+    if isinstance(captured_list, SmtpSink):
+        captured_list = list(captured_list.messages)
+    out: dict[str, list[Captured]] = {}
+    for captured in captured_list:
+        for rcpt in captured.rcpt_tos:
+            out.setdefault(rcpt, []).append(captured)
+    return out
+
+
+def _new_report(h: Harness, account: ImapAccount, sink: SmtpSink, **kw) -> tuple[str, object]:  # type: ignore[no-untyped-def]
+    before = len(sink.messages)
+    account.append(mail(**kw))
+    assert h.pump() == 1
+    receipts = [c for c in sink.wait_for(before + 1 + len(MAINTAINERS))[before:]
+                if c.msg["Auto-Submitted"] == "auto-replied"]
+    assert len(receipts) == 1
+    report_id = find_tag(str(receipts[0].msg["Subject"]))
+    assert report_id
+    return report_id, receipts[0]
+
+
+def test_new_report_gets_a_receipt_and_shows_in_show_json(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink, tmp_dir: Path
+) -> None:
+    raw = mail(subject="Heap overflow in decode()", message_id="<r1@outside.example>")
+    imap_account.append(raw)
+    assert harness.pump() == 1
+    got = _by_recipient(smtp_sink.wait_for(3))
+    (receipt,) = got[REPORTER]
+    report_id = find_tag(str(receipt.msg["Subject"]))
+    assert report_id is not None and len(report_id) == 8
+    assert tag(report_id) in receipt.msg["Subject"]
+    # RFC 3834 auto-reply: marked, threaded, null envelope sender, never quoting the sender.
+    assert receipt.msg["Auto-Submitted"] == "auto-replied"
+    assert receipt.msg["In-Reply-To"] == "<r1@outside.example>"
+    assert "<r1@outside.example>" in receipt.msg["References"]
+    assert receipt.msg["X-Auto-Response-Suppress"] == "All"
+    assert receipt.mail_from == "<>"
+    assert PROJECT in receipt.msg["From"]
+    body = receipt.msg.get_content()
+    assert report_id in body and "48" not in body.split("Acknowledge")[0][:0]
+    assert "acknowledgement from a maintainer by" in body
+    assert "Heap overflow" not in str(receipt.msg["Subject"]) + body
+    # Each maintainer is told, with the report text.
+    for member in MAINTAINERS:
+        (note,) = got[member]
+        assert report_id in note.msg["Subject"] and "Heap overflow in decode()" in note.msg["Subject"]
+        assert "Version 1.2 is affected" in note.msg.get_content()
+    # The report, as `show --json` sees it.
+    result = CliRunner().invoke(
+        main, ["--config", str(harness.config.path), "show", report_id, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["state"] == "new" and shown["reporter"] == REPORTER
+    assert shown["title"] == "Heap overflow in decode()"
+    assert [m["kind"] for m in shown["messages"]] == ["report"]
+    assert {o["kind"] for o in shown["outbox"]} == {"receipt", "notify"}
+    assert all(o["state"] == "sent" for o in shown["outbox"])
+    # Handled mail left the inbox for the processed folder, unread flags untouched.
+    assert imap_account.fetch_all("INBOX") == []
+    assert imap_account.fetch_all("triaged-processed") == [raw]
+
+
+def test_reply_with_the_tag_threads_and_is_forwarded(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    report_id, _ = _new_report(harness, imap_account, smtp_sink)
+    imap_account.append(mail(subject=f"Re: {tag(report_id)} more", body="Also 1.1 is affected.\n"))
+    assert harness.pump() == 1
+    forwards = [c for c in smtp_sink.wait_for(5)[3:]]
+    assert sorted(r for c in forwards for r in c.rcpt_tos) == sorted(MAINTAINERS)
+    assert all("Also 1.1 is affected." in c.msg.get_content() for c in forwards)
+    shown = harness.show(report_id)
+    assert [m["kind"] for m in shown["messages"]] == ["report", "followup"]
+
+
+def test_reply_without_tag_threads_by_in_reply_to(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    report_id, receipt = _new_report(harness, imap_account, smtp_sink)
+    imap_account.append(
+        mail(subject="Re: your mail", headers={"In-Reply-To": receipt.msg["Message-ID"]})  # type: ignore[attr-defined]
+    )
+    harness.pump()
+    shown = harness.show(report_id)
+    assert [m["kind"] for m in shown["messages"]] == ["report", "followup"]
+    assert len(harness.reports()) == 1
+
+
+def test_maintainer_reply_is_an_internal_note(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    report_id, _ = _new_report(harness, imap_account, smtp_sink)
+    imap_account.append(mail(sender=MAINTAINERS[0], subject=f"Re: {tag(report_id)}", body="Looking.\n"))
+    harness.pump()
+    assert [e["kind"] for e in harness.show(report_id)["events"]][-1] == "note"
+    # Nothing reached the reporter beyond the receipt.
+    assert len(_by_recipient(smtp_sink)[REPORTER]) == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Auto-Submitted": "auto-replied"},
+        {"Precedence": "bulk"},
+        {"List-Id": "<dev.lists.example>"},
+        {"X-Autoreply": "yes"},
+        {"Return-Path": "<>"},
+    ],
+)
+def test_automatic_mail_is_stored_and_never_answered(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink, headers: dict[str, str]
+) -> None:
+    report_id, _ = _new_report(harness, imap_account, smtp_sink)
+    imap_account.append(mail(subject=f"Out of office: {tag(report_id)}", headers=headers))
+    imap_account.append(mail(sender="other@outside.example", subject="Auto: hi", headers=headers))
+    assert harness.pump() == 2
+    assert len(smtp_sink.messages) == 3
+    kinds = [m["kind"] for m in harness.messages()]
+    assert kinds == ["report", "automatic", "automatic"]
+    assert [m["kind"] for m in harness.show(report_id)["messages"]] == ["report", "automatic"]
+
+
+def test_bounce_is_stored_attached_and_never_answered(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    report_id, receipt = _new_report(harness, imap_account, smtp_sink)
+    bounce = (
+        b"From: Mail Delivery System <MAILER-DAEMON@mx.outside.example>\r\n"
+        b"To: security@example.org\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\n"
+        b"Message-ID: <bounce-1@mx.outside.example>\r\n"
+        b"In-Reply-To: " + str(receipt.msg["Message-ID"]).encode() + b"\r\n"  # type: ignore[attr-defined]
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nUser unknown.\r\n"
+        b"--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.outside.example\r\n\r\nFinal-Recipient: rfc822; x@y\r\n"
+        b"Action: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n"
+    )
+    imap_account.append(bounce)
+    harness.pump()
+    assert len(smtp_sink.messages) == 3
+    shown = harness.show(report_id)
+    assert [m["kind"] for m in shown["messages"]] == ["report", "automatic"]
+
+
+def test_non_participant_using_a_valid_tag_is_held(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    report_id, _ = _new_report(harness, imap_account, smtp_sink)
+    imap_account.append(
+        mail(sender="intruder@evil.example", subject=f"Re: {tag(report_id)}", body="Give me the details.\n")
+    )
+    harness.pump()
+    got = _by_recipient(smtp_sink.wait_for(5))
+    assert "intruder@evil.example" not in got
+    held = [c for m in MAINTAINERS for c in got[m] if "Held" in c.msg["Subject"]]
+    assert len(held) == len(MAINTAINERS)
+    assert "intruder@evil.example" in held[0].msg.get_content()
+    shown = harness.show(report_id)
+    assert [m["kind"] for m in shown["messages"]] == ["report"]
+    (stored,) = [m for m in harness.messages() if m["kind"] == "unverified"]
+    assert stored["report_id"] is None and report_id in stored["reason"]
+
+
+def test_reply_to_does_not_redirect_the_receipt(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    _new_report(harness, imap_account, smtp_sink, headers={"Reply-To": "victim@elsewhere.example"})
+    assert "victim@elsewhere.example" not in _by_recipient(smtp_sink)
+
+
+def test_one_receipt_per_sender_per_day(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    for i in range(5):
+        imap_account.append(mail(sender="victim@outside.example", subject=f"report {i}"))
+    assert harness.pump() == 5
+    got = _by_recipient(smtp_sink.wait_for(1 + 5 * len(MAINTAINERS)))
+    assert len(got["victim@outside.example"]) == 1
+    assert len(harness.reports()) == 5
+    # The maintainers still hear of each report, and are told no receipt went out.
+    notes = got[MAINTAINERS[0]]
+    assert sum("No receipt was sent" in n.msg.get_content() for n in notes) == 4
+
+
+def test_oversized_message_is_quarantined_without_loading(
+    tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    config = imap_config(tmp_dir, imap_account, smtp_sink)
+    text = config.path.read_text() + "\n[limits]\nmax_message_size = 5000\n"
+    config.path.write_text(text)
+    from triaged.config import load
+
+    h = Harness(load(config.path))
+    try:
+        imap_account.append(mail(body="x" * 20000 + "\n"))
+        imap_account.append(mail(subject="small one"))
+        assert h.pump() == 2
+        kinds = {m["kind"]: m for m in h.messages()}
+        assert kinds["quarantined"]["raw"] is None
+        assert "too large" in kinds["quarantined"]["reason"]
+        assert len(imap_account.fetch_all("triaged-quarantine")) == 1
+        assert len(imap_account.fetch_all("INBOX")) == 0
+        assert len(h.reports()) == 1
+    finally:
+        h.close()
+
+
+def test_uidvalidity_change_does_not_reingest(
+    tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    with imap_account.session() as client:
+        client.create_folder("Reports")
+    harness = Harness(imap_config(tmp_dir, imap_account, smtp_sink, folder="Reports"))
+    raws = [mail(sender=f"r{i}@outside.example", subject=f"r{i}") for i in range(3)]
+    for raw in raws:
+        imap_account.append(raw, "Reports")
+    assert harness.pump() == 3
+    sent = len(smtp_sink.wait_for(3 + 3 * len(MAINTAINERS)))
+    harness.close()
+    # The server loses its index: the folder is recreated (new UIDVALIDITY) with the same mail.
+    with imap_account.session() as client:
+        old = client.select_folder("Reports")[b"UIDVALIDITY"]
+        client.close_folder()
+        client.delete_folder("Reports")
+        client.create_folder("Reports")
+        new = client.select_folder("Reports")[b"UIDVALIDITY"]
+    assert old != new
+    for raw in raws:
+        imap_account.append(raw, "Reports")
+    with caplog.at_level("INFO"):
+        h2 = Harness(harness.config)
+    try:
+        h2.pump()
+        assert "UIDVALIDITY" in caplog.text
+        assert len(h2.reports()) == 3
+        assert len(smtp_sink.messages) == sent
+        assert imap_account.fetch_all("Reports") == []
+    finally:
+        h2.close()
+
+
+def test_tag_of_an_unknown_report_starts_a_new_one(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    imap_account.append(mail(subject="Re: [security report #zzzzzzzz] hello"))
+    harness.pump()
+    assert len(harness.reports()) == 1
+
+
+def test_mail_from_our_own_address_is_not_answered(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    imap_account.append(mail(sender=PROJECT, subject="looping"))
+    imap_account.append(mail(sender="security+abc@example.org", subject="looping too"))
+    assert harness.pump() == 2
+    assert smtp_sink.messages == []
+    assert harness.reports() == []
+
+
+def test_cli_reports_lists_them(harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink) -> None:
+    report_id, _ = _new_report(harness, imap_account, smtp_sink)
+    out = subprocess.run(
+        [sys.executable, "-m", "triaged", "--config", str(harness.config.path), "reports"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert report_id in out and REPORTER in out

@@ -1,0 +1,210 @@
+"""The command line: `triaged run`, `check`, `reports`, `show`, `demo`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+
+from triaged import __version__
+from triaged.config import Config, config_path, load
+from triaged.errors import ConfigError, MailboxError, TransportError
+from triaged.logs import setup_logging
+from triaged.store import Store
+from triaged.views import report_detail, report_list
+
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 1
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"triaged: {message}", err=True)
+    sys.exit(code)
+
+
+def _config(ctx: click.Context) -> Config:
+    path = config_path(ctx.obj["config"])
+    try:
+        return load(path)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="triaged")
+@click.option(
+    "--config",
+    "config",
+    metavar="PATH",
+    help="Configuration file (default: $TRIAGED_CONFIG, else /etc/triaged/config.toml).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines on stderr: plain text (journald adds the time) or one JSON object each.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, log_format: str, verbose: bool) -> None:
+    """triaged runs a project's security mailbox.
+
+    Example: triaged --config /etc/triaged/config.toml run
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+    setup_logging(log_format, logging.DEBUG if verbose else logging.INFO)
+
+
+def _run_daemon(config: Config, on_intake: Any = None) -> None:
+    from triaged.daemon import Daemon
+
+    daemon = Daemon(config)
+    daemon.on_intake = on_intake
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("triaged.daemon").info("signal %d: stopping", signum)
+        daemon.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    daemon.run()
+
+
+@main.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the daemon in the foreground until SIGTERM or Ctrl-C.
+
+    Example: triaged --config /etc/triaged/config.toml run
+    """
+    _run_daemon(_config(ctx))
+
+
+@main.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate the config, log in to the mailbox, greet the SMTP server.
+
+    Exit status: 0 all fine, 1 the mailbox or SMTP server failed, 2 the config is bad.
+
+    Example: triaged --config /etc/triaged/config.toml check
+    """
+    from triaged.mailbox import open_mailbox
+    from triaged.transport import open_transport
+
+    config = _config(ctx)
+    click.echo(f"config: ok ({config.path})")
+    failed = False
+    mailbox = open_mailbox(config.mailbox)
+    try:
+        mailbox.connect()
+        waiting = len(mailbox.pending())
+        click.echo(f"mailbox: ok ({config.mailbox.endpoint.display()}, {waiting} waiting)")
+    except MailboxError as exc:
+        click.echo(f"mailbox: FAILED: {exc}")
+        failed = True
+    finally:
+        mailbox.close()
+    transport = open_transport(config.smtp)
+    try:
+        click.echo(f"smtp: ok ({transport.check()})")
+    except TransportError as exc:
+        click.echo(f"smtp: FAILED: {exc}")
+        failed = True
+    finally:
+        transport.close()
+    sys.exit(EXIT_UNREACHABLE if failed else 0)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def reports(ctx: click.Context, as_json: bool) -> None:
+    """List the reports, newest first.
+
+    Example: triaged reports --json
+    """
+    store = Store(_config(ctx).database)
+    rows = report_list(store)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no reports")
+        return
+    click.echo(f"{'ID':<9} {'STATE':<13} {'SEVERITY':<9} {'RECEIVED':<17} {'REPORTER':<28} TITLE")
+    for row in rows:
+        click.echo(
+            f"{row['id']:<9} {row['state']:<13} {row['severity'] or '-':<9} "
+            f"{row['created_at'][:16].replace('T', ' '):<17} {row['reporter'] or '-':<28.28} "
+            f"{row['title'][:60]}"
+        )
+
+
+@main.command()
+@click.argument("report_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the report, messages, events.")
+@click.pass_context
+def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
+    """Show one report with its messages and events.
+
+    Example: triaged show k7f3q9xm --json
+    """
+    store = Store(_config(ctx).database)
+    detail = report_detail(store, report_id.lower().lstrip("#"))
+    if detail is None:
+        _fail(f"no report {report_id}", 1)
+    if as_json:
+        click.echo(json.dumps(detail, indent=2))
+        return
+    for key in ("id", "title", "state", "severity", "handler", "reporter", "created_at"):
+        click.echo(f"{key + ':':<12} {detail[key] if detail[key] is not None else '-'}")
+    click.echo("messages:")
+    for m in detail["messages"]:
+        click.echo(f"  #{m['id']} {m['received_at'][:16]} {m['kind']:<11} {m['from_addr']}")
+    click.echo("events:")
+    for e in detail["events"]:
+        click.echo(f"  {e['at'][:16]} {e['kind']:<18} {e['actor'] or ''}")
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "directory",
+    default="demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo keeps its config, Maildirs and database.",
+)
+def demo(directory: Path) -> None:
+    """Run on the embedded default (local Maildirs, no mail server) with sample reports.
+
+    Example: triaged demo --dir /tmp/triaged-demo
+    """
+    from triaged.demo import prepare, summarize
+
+    config_file, fed = prepare(directory)
+    config = load(config_file)
+    click.echo(f"triaged demo in {directory}/ (config: {config_file})")
+    if fed:
+        click.echo(f"fed {fed} sample message(s) into {config.mailbox.endpoint.path}/new")
+    click.echo(
+        f"drop more mail files into {config.mailbox.endpoint.path}/new; "
+        f"what triaged sends lands in {config.smtp.endpoint.path}/new; Ctrl-C stops"
+    )
+
+    seen: set[str] = set()
+
+    def on_intake(handled: int) -> None:
+        for line in summarize(config, seen):
+            click.echo(line)
+
+    _run_daemon(config, on_intake)

@@ -1,0 +1,486 @@
+"""The configuration: one TOML file, loaded and validated once into a frozen object.
+
+Every error names the file and the key (`ConfigError`). Relative paths in the file are taken
+relative to the directory of the file itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from triaged.durations import Calendar, Duration, parse_duration
+from triaged.errors import ConfigError
+
+DEFAULT_PATH = "/etc/triaged/config.toml"
+SEVERITIES = ("low", "medium", "high", "critical")
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
+
+T = TypeVar("T")
+
+
+class Secret:
+    """A password read from a file; never shown by repr or str."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed mailbox or SMTP URL."""
+
+    scheme: str
+    host: str = ""
+    port: int = 0
+    username: str = ""
+    path: str = ""  # IMAP folder, or the Maildir directory
+
+    @property
+    def is_maildir(self) -> bool:
+        return self.scheme == "maildir"
+
+    @property
+    def tls(self) -> str:
+        """"implicit", "starttls", or "none"."""
+        if self.scheme in ("imaps", "smtps"):
+            return "implicit"
+        if self.scheme in ("imap", "smtp"):
+            return "starttls"
+        return "none"
+
+    def display(self) -> str:
+        if self.is_maildir:
+            return f"maildir:{self.path}"
+        user = f"{self.username}@" if self.username else ""
+        folder = f"/{self.path}" if self.path else ""
+        return f"{self.scheme}://{user}{self.host}:{self.port}{folder}"
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    name: str
+    address: str
+    timezone: ZoneInfo
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    endpoint: Endpoint
+    password: Secret | None
+    ca_file: Path | None
+    processed_folder: str
+    quarantine_folder: str
+    poll_interval: Duration
+    idle_renew: Duration
+    connect_timeout: Duration
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    endpoint: Endpoint
+    password: Secret | None
+    ca_file: Path | None
+    timeout: Duration
+    retry_initial: Duration
+    retry_max: Duration
+    give_up_after: Duration
+
+
+@dataclass(frozen=True)
+class MaintainersConfig:
+    members: tuple[str, ...]
+    team: str | None
+
+    @property
+    def notify(self) -> tuple[str, ...]:
+        """Where notices about the mailbox itself go: the team list, else every member."""
+        return (self.team,) if self.team else self.members
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    acknowledge: Duration | None
+    respond: Duration | None
+    update_every: Duration | None
+    resolve: dict[str, Duration]
+    calendar: Calendar
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_message_size: int
+    max_header_bytes: int
+    max_headers: int
+    max_mime_depth: int
+    max_parts: int
+    max_text_chars: int
+    receipts_per_sender_per_day: int
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    project: ProjectConfig
+    mailbox: MailboxConfig
+    smtp: SmtpConfig
+    database: Path
+    maintainers: MaintainersConfig
+    policy: PolicyConfig
+    limits: LimitsConfig
+    templates_dir: Path | None
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+
+_REQUIRED: Any = object()
+
+
+class _Section:
+    """Reads one table of the file, remembering which keys were used."""
+
+    def __init__(self, loader: _Loader, name: str, data: Any, required: bool = True) -> None:
+        self.loader = loader
+        self.name = name
+        if data is None:
+            if required:
+                raise loader.error(name, "missing section")
+            data = {}
+        if not isinstance(data, dict):
+            raise loader.error(name, "must be a table")
+        self.data: dict[str, Any] = data
+        self.used: set[str] = set()
+
+    def key(self, key: str) -> str:
+        return f"{self.name}.{key}"
+
+    def get(self, key: str, kind: type[T], default: Any = _REQUIRED) -> T:
+        self.used.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                raise self.loader.error(self.key(key), "missing key")
+            return default  # type: ignore[no-any-return]
+        value = self.data[key]
+        # A TOML integer is not a bool and a bool is not an integer.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.loader.error(
+                self.key(key), f"must be a {kind.__name__}, not {type(value).__name__}"
+            )
+        return value
+
+    def convert(self, key: str, kind: type[T], fn: Callable[[T], Any], default: Any = _REQUIRED) -> Any:
+        value = self.get(key, kind, default)
+        if value is None:
+            return None
+        try:
+            return fn(value)
+        except ValueError as exc:
+            raise self.loader.error(self.key(key), str(exc)) from None
+
+    def strings(self, key: str, default: Any = _REQUIRED) -> list[str]:
+        values = self.get(key, list, default)
+        for value in values:
+            if not isinstance(value, str):
+                raise self.loader.error(self.key(key), "must be a list of strings")
+        return values
+
+    def sub(self, key: str) -> _Section:
+        self.used.add(key)
+        return _Section(self.loader, self.key(key), self.data.get(key), required=False)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.loader.error(self.key(unknown[0]), "unknown key")
+
+
+class _Loader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(str(self.path), key, message)
+
+    def file(self, section: _Section, key: str) -> Path | None:
+        value = section.get(key, str, None)
+        if not value:
+            return None
+        return self.resolve(value)
+
+    def resolve(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+    def secret(self, section: _Section, key: str, required: bool) -> Secret | None:
+        value = section.get(key, str, _REQUIRED if required else None)
+        if not value:
+            return None
+        path = self.credential_path(value)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise self.error(section.key(key), f"cannot read {path}: {reason}") from None
+        secret = text.strip("\r\n")
+        if not secret:
+            raise self.error(section.key(key), f"{path} is empty")
+        return Secret(secret)
+
+    def credential_path(self, value: str) -> Path:
+        # A bare name is a systemd credential when the service was given one (LoadCredential=).
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if creds and "/" not in value and (Path(creds) / value).exists():
+            return Path(creds) / value
+        return self.resolve(value)
+
+    def endpoint(self, section: _Section, key: str, kind: str) -> Endpoint:
+        url = section.get(key, str)
+        try:
+            return parse_url(url, kind, self.base)
+        except ValueError as exc:
+            raise self.error(section.key(key), str(exc)) from None
+
+
+def _address(value: str) -> str:
+    if not _ADDRESS.match(value) or ".." in value:
+        raise ValueError(f"{value!r} is not a plain e-mail address (local@domain)")
+    return value.lower()
+
+
+def _timezone(value: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Europe/Paris')")
+
+
+def _positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError("must be greater than zero")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+_SCHEMES = {
+    "mailbox": {"imaps": 993, "imap": 143, "imap+plain": 143, "maildir": 0},
+    "smtp": {"smtps": 465, "smtp": 587, "smtp+plain": 25, "maildir": 0},
+}
+
+
+def parse_url(url: str, kind: str, base: Path) -> Endpoint:
+    """Parses a mailbox ("mailbox") or SMTP ("smtp") URL; raises ValueError with the reason."""
+    schemes = _SCHEMES[kind]
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
+        raise ValueError(f"{url!r}: the scheme must be one of {', '.join(schemes)}")
+    if scheme == "maildir":
+        raw_path = unquote((parts.netloc or "") + parts.path)
+        if not raw_path:
+            raise ValueError(f"{url!r}: a maildir URL needs a path (maildir:///var/lib/x)")
+        path = Path(raw_path)
+        return Endpoint(scheme, path=str(path if path.is_absolute() else base / path))
+    if not parts.hostname:
+        raise ValueError(f"{url!r}: no host")
+    try:
+        port = parts.port or schemes[scheme]
+    except ValueError:
+        raise ValueError(f"{url!r}: bad port") from None
+    host = parts.hostname
+    if scheme.endswith("+plain") and not is_loopback(host):
+        raise ValueError(
+            f"{url!r}: {scheme} sends the password in clear and is only allowed for a loopback "
+            f"host; use {scheme.split('+')[0]}s:// or {scheme.split('+')[0]}://"
+        )
+    username = unquote(parts.username or "")
+    folder = unquote(parts.path.lstrip("/"))
+    if kind == "mailbox":
+        if not username:
+            raise ValueError(f"{url!r}: no user name (imaps://user@host/INBOX)")
+        folder = folder or "INBOX"
+    elif folder:
+        raise ValueError(f"{url!r}: an SMTP URL has no path")
+    return Endpoint(scheme, host=host, port=port, username=username, path=folder)
+
+
+def _holiday(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Loads and validates the file at `path`; raises ConfigError naming the file and the key."""
+    path = Path(path)
+    loader = _Loader(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise loader.error("(file)", f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise loader.error("(syntax)", str(exc)) from None
+    return _build(loader, data)
+
+
+def _build(loader: _Loader, data: dict[str, Any]) -> Config:
+    top = _Section(loader, "", data)
+    sections: list[_Section] = []
+
+    def section(name: str, required: bool = True) -> _Section:
+        top.used.add(name)
+        sec = _Section(loader, name, data.get(name), required)
+        sections.append(sec)
+        return sec
+
+    s = section("project")
+    project = ProjectConfig(
+        name=s.get("name", str),
+        address=s.convert("address", str, _address),
+        timezone=s.convert("timezone", str, _timezone, "UTC"),
+    )
+
+    s = section("mailbox")
+    endpoint = loader.endpoint(s, "url", "mailbox")
+    mailbox = MailboxConfig(
+        endpoint=endpoint,
+        password=loader.secret(s, "password_file", required=not endpoint.is_maildir),
+        ca_file=loader.file(s, "ca_file"),
+        processed_folder=s.get("processed_folder", str, "triaged-processed"),
+        quarantine_folder=s.get("quarantine_folder", str, "triaged-quarantine"),
+        poll_interval=_dur(s, "poll_interval", "60s"),
+        idle_renew=_dur(s, "idle_renew", "25m"),
+        connect_timeout=_dur(s, "connect_timeout", "30s"),
+        batch_size=s.convert("batch_size", int, _positive, 50),
+    )
+
+    s = section("smtp")
+    smtp = SmtpConfig(
+        endpoint=loader.endpoint(s, "url", "smtp"),
+        password=loader.secret(s, "password_file", required=False),
+        ca_file=loader.file(s, "ca_file"),
+        timeout=_dur(s, "timeout", "30s"),
+        retry_initial=_dur(s, "retry_initial", "30s"),
+        retry_max=_dur(s, "retry_max", "1h"),
+        give_up_after=_dur(s, "give_up_after", "3d"),
+    )
+    if smtp.password and not smtp.endpoint.username and not smtp.endpoint.is_maildir:
+        raise loader.error("smtp.url", "a password_file is set but the URL has no user name")
+
+    s = section("database")
+    database = loader.resolve(s.get("path", str, "/var/lib/triaged/triaged.db"))
+
+    s = section("maintainers")
+    members = tuple(s.convert("members", list, lambda v: [_address(x) for x in v]))
+    if not members:
+        raise loader.error("maintainers.members", "list at least one maintainer")
+    maintainers = MaintainersConfig(members, s.convert("team", str, _address, None))
+
+    s = section("policy", required=False)
+    resolve_sec = s.sub("resolve")
+    sections.append(resolve_sec)
+    resolve = {}
+    for severity in SEVERITIES:
+        value = _dur(resolve_sec, severity, None)
+        if value is not None:
+            resolve[severity] = value
+    workdays = s.convert("workdays", list, _workdays, ["mon", "tue", "wed", "thu", "fri"])
+    holidays = s.convert("holidays", list, lambda v: frozenset(_holiday(x) for x in v), [])
+    policy = PolicyConfig(
+        acknowledge=_dur(s, "acknowledge", None),
+        respond=_dur(s, "respond", None),
+        update_every=_dur(s, "update_every", None),
+        resolve=resolve,
+        calendar=Calendar(project.timezone, workdays, holidays),
+    )
+
+    s = section("limits", required=False)
+    limits = LimitsConfig(
+        max_message_size=s.convert("max_message_size", int, _positive, 25 * 1024 * 1024),
+        max_header_bytes=s.convert("max_header_bytes", int, _positive, 256 * 1024),
+        max_headers=s.convert("max_headers", int, _positive, 1000),
+        max_mime_depth=s.convert("max_mime_depth", int, _positive, 20),
+        max_parts=s.convert("max_parts", int, _positive, 500),
+        max_text_chars=s.convert("max_text_chars", int, _positive, 1_000_000),
+        receipts_per_sender_per_day=s.convert("receipts_per_sender_per_day", int, _positive, 1),
+    )
+
+    s = section("templates", required=False)
+    templates_dir = loader.file(s, "directory")
+    if templates_dir is not None and not templates_dir.is_dir():
+        raise loader.error("templates.directory", f"{templates_dir} is not a directory")
+
+    for sec in sections:
+        sec.done()
+    top.done()
+    return Config(
+        path=loader.path,
+        project=project,
+        mailbox=mailbox,
+        smtp=smtp,
+        database=database,
+        maintainers=maintainers,
+        policy=policy,
+        limits=limits,
+        templates_dir=templates_dir,
+        raw=data,
+    )
+
+
+def _dur(section: _Section, key: str, default: str | None) -> Any:
+    value = section.get(key, str, default)
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise section.loader.error(section.key(key), str(exc)) from None
+
+
+def _workdays(values: list[str]) -> frozenset[int]:
+    days = set()
+    for value in values:
+        name = value.strip().lower()[:3]
+        if name not in _WEEKDAYS:
+            raise ValueError(f"{value!r} is not a weekday (mon, tue, ... sun)")
+        days.add(_WEEKDAYS.index(name))
+    return frozenset(days)
+
+
+def config_path(option: str | None) -> Path:
+    """--config, else $TRIAGED_CONFIG, else /etc/triaged/config.toml."""
+    return Path(option or os.environ.get("TRIAGED_CONFIG") or DEFAULT_PATH)

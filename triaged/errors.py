@@ -1,0 +1,39 @@
+"""Every exception triaged raises on purpose, in one place."""
+
+
+class TriagedError(Exception):
+    """Base class of triaged's own errors."""
+
+
+class ConfigError(TriagedError):
+    """The configuration file is unusable; names the file and the key."""
+
+    def __init__(self, path: str, key: str, message: str) -> None:
+        super().__init__(f"{path}: {key}: {message}")
+        self.path = path
+        self.key = key
+        self.message = message
+
+
+class UnsafeMessage(TriagedError):
+    """A message cannot be parsed safely and must be quarantined."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MailboxError(TriagedError):
+    """The mailbox cannot be reached or refused an operation."""
+
+
+class TransportError(TriagedError):
+    """Sending a message failed."""
+
+
+class TemporaryFailure(TransportError):
+    """Sending failed in a way that may succeed later (4xx, connection trouble)."""
+
+
+class PermanentFailure(TransportError):
+    """The server refused the message for good (5xx)."""

@@ -1,0 +1,59 @@
+"""Read-only views of the database for the CLI (and, later, mail): plain dicts, JSON-ready."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from triaged.store import Store
+
+
+def report_list(store: Store) -> list[dict[str, Any]]:
+    rows = store.all(
+        "SELECT r.id, r.state, r.severity, r.handler, r.reporter, r.title, r.created_at,"
+        " (SELECT COUNT(*) FROM messages m WHERE m.report_id = r.id) AS messages"
+        " FROM reports r ORDER BY r.created_at DESC"
+    )
+    return [dict(row) for row in rows]
+
+
+def report_detail(store: Store, report_id: str) -> dict[str, Any] | None:
+    row = store.report(report_id)
+    if row is None:
+        return None
+    report = dict(row)
+    report["cves"] = json.loads(report["cves"])
+    report["credit"] = json.loads(report["credit"]) if report["credit"] else None
+    report["waiting"] = bool(report["waiting"])
+    report["participants"] = [
+        dict(p)
+        for p in store.all(
+            "SELECT address, role, added_by, added_at FROM participants WHERE report_id = ?"
+            " ORDER BY added_at",
+            (report_id,),
+        )
+    ]
+    report["messages"] = [
+        dict(m)
+        for m in store.all(
+            "SELECT id, kind, from_addr, subject, message_id, size, reason, received_at"
+            " FROM messages WHERE report_id = ? ORDER BY id",
+            (report_id,),
+        )
+    ]
+    report["events"] = [
+        {**dict(e), "detail": json.loads(e["detail"])}
+        for e in store.all(
+            "SELECT at, actor, kind, detail, message FROM events WHERE report_id = ? ORDER BY id",
+            (report_id,),
+        )
+    ]
+    report["outbox"] = [
+        dict(o)
+        for o in store.all(
+            "SELECT message_id, kind, recipient, state, attempts, created_at, sent_at, last_error"
+            " FROM outbox WHERE report_id = ? ORDER BY id",
+            (report_id,),
+        )
+    ]
+    return report
