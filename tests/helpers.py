@@ -40,9 +40,12 @@ def config_text(sections: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def base_sections(directory: Path, mailbox_url: str | None = None,
-                  smtp_url: str | None = None, password_file: str | None = None,
-                  ) -> dict[str, dict[str, Any]]:
+def base_sections(
+    directory: Path,
+    mailbox_url: str | None = None,
+    smtp_url: str | None = None,
+    password_file: str | None = None,
+) -> dict[str, dict[str, Any]]:
     mailbox: dict[str, Any] = {"url": mailbox_url or f"maildir:{directory / 'inbox'}"}
     if password_file:
         mailbox["password_file"] = password_file
@@ -56,8 +59,9 @@ def base_sections(directory: Path, mailbox_url: str | None = None,
     }
 
 
-def write_config(directory: Path, sections: dict[str, dict[str, Any]] | None = None,
-                 **kwargs: Any) -> Path:
+def write_config(
+    directory: Path, sections: dict[str, dict[str, Any]] | None = None, **kwargs: Any
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.toml"
     path.write_text(config_text(sections or base_sections(directory, **kwargs)))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from helpers import base_sections, config_text, write_config
+
 from triaged.cli import main
 from triaged.config import load, parse_url
 from triaged.durations import Duration
@@ -106,7 +106,13 @@ def test_bad_smtp_url(tmp_path: Path) -> None:
 
 def test_plain_allowed_on_loopback() -> None:
     ep = parse_url("imap+plain://u@127.0.0.1:1143/INBOX", "mailbox", Path("/"))
-    assert (ep.host, ep.port, ep.username, ep.path, ep.tls) == ("127.0.0.1", 1143, "u", "INBOX", "none")
+    assert (ep.host, ep.port, ep.username, ep.path, ep.tls) == (
+        "127.0.0.1",
+        1143,
+        "u",
+        "INBOX",
+        "none",
+    )
     assert parse_url("smtp+plain://[::1]:25", "smtp", Path("/")).host == "::1"
     assert parse_url("imap://u@mail.example.org/INBOX", "mailbox", Path("/")).tls == "starttls"
 
@@ -145,7 +151,10 @@ def test_password_from_systemd_credential(tmp_path: Path, monkeypatch: pytest.Mo
     (creds / "imap-password").write_text("s3cret\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     sections = base_sections(tmp_path)
-    sections["mailbox"] = {"url": "imap+plain://u@127.0.0.1/INBOX", "password_file": "imap-password"}
+    sections["mailbox"] = {
+        "url": "imap+plain://u@127.0.0.1/INBOX",
+        "password_file": "imap-password",
+    }
     config = load(write_config(tmp_path, sections))
     assert config.mailbox.password is not None
     assert config.mailbox.password.reveal() == "s3cret"

@@ -12,8 +12,13 @@ PARIS = ZoneInfo("Europe/Paris")
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("48h", Duration(48, "h")), ("5bd", Duration(5, "bd")), ("1w", Duration(1, "w")),
-     ("14d", Duration(14, "d")), ("30m", Duration(30, "m"))],
+    [
+        ("48h", Duration(48, "h")),
+        ("5bd", Duration(5, "bd")),
+        ("1w", Duration(1, "w")),
+        ("14d", Duration(14, "d")),
+        ("30m", Duration(30, "m")),
+    ],
 )
 def test_parse(text: str, expected: Duration) -> None:
     assert parse_duration(text) == expected
@@ -50,3 +55,9 @@ def test_business_days_keep_wall_clock_across_dst() -> None:
     due = add(start, Duration(1, "bd"), Calendar(PARIS))
     assert due.astimezone(PARIS).hour == 10
     assert due.astimezone(PARIS).date() == date(2026, 10, 26)
+
+
+def test_human_names() -> None:
+    assert parse_duration("1w").human() == "1 week"
+    assert parse_duration("5bd").human() == "5 business days"
+    assert parse_duration("48h").human() == "48 hours"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from helpers import MAINTAINERS, PROJECT, Harness, imap_config, mail
 from servers import Captured, ImapAccount, SmtpSink
+
 from triaged.cli import main
 from triaged.ids import find_tag, tag
 
@@ -40,8 +40,11 @@ def _new_report(h: Harness, account: ImapAccount, sink: SmtpSink, **kw) -> tuple
     before = len(sink.messages)
     account.append(mail(**kw))
     assert h.pump() == 1
-    receipts = [c for c in sink.wait_for(before + 1 + len(MAINTAINERS))[before:]
-                if c.msg["Auto-Submitted"] == "auto-replied"]
+    receipts = [
+        c
+        for c in sink.wait_for(before + 1 + len(MAINTAINERS))[before:]
+        if c.msg["Auto-Submitted"] == "auto-replied"
+    ]
     assert len(receipts) == 1
     report_id = find_tag(str(receipts[0].msg["Subject"]))
     assert report_id
@@ -73,7 +76,9 @@ def test_new_report_gets_a_receipt_and_shows_in_show_json(
     # Each maintainer is told, with the report text.
     for member in MAINTAINERS:
         (note,) = got[member]
-        assert report_id in note.msg["Subject"] and "Heap overflow in decode()" in note.msg["Subject"]
+        assert (
+            report_id in note.msg["Subject"] and "Heap overflow in decode()" in note.msg["Subject"]
+        )
         assert "Version 1.2 is affected" in note.msg.get_content()
     # The report, as `show --json` sees it.
     result = CliRunner().invoke(
@@ -121,7 +126,9 @@ def test_maintainer_reply_is_an_internal_note(
     harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
 ) -> None:
     report_id, _ = _new_report(harness, imap_account, smtp_sink)
-    imap_account.append(mail(sender=MAINTAINERS[0], subject=f"Re: {tag(report_id)}", body="Looking.\n"))
+    imap_account.append(
+        mail(sender=MAINTAINERS[0], subject=f"Re: {tag(report_id)}", body="Looking.\n")
+    )
     harness.pump()
     assert [e["kind"] for e in harness.show(report_id)["events"]][-1] == "note"
     # Nothing reached the reporter beyond the receipt.
@@ -180,7 +187,11 @@ def test_non_participant_using_a_valid_tag_is_held(
 ) -> None:
     report_id, _ = _new_report(harness, imap_account, smtp_sink)
     imap_account.append(
-        mail(sender="intruder@evil.example", subject=f"Re: {tag(report_id)}", body="Give me the details.\n")
+        mail(
+            sender="intruder@evil.example",
+            subject=f"Re: {tag(report_id)}",
+            body="Give me the details.\n",
+        )
     )
     harness.pump()
     got = _by_recipient(smtp_sink.wait_for(5))
@@ -290,10 +301,14 @@ def test_mail_from_our_own_address_is_not_answered(
     assert harness.reports() == []
 
 
-def test_cli_reports_lists_them(harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink) -> None:
+def test_cli_reports_lists_them(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
     report_id, _ = _new_report(harness, imap_account, smtp_sink)
     out = subprocess.run(
         [sys.executable, "-m", "triaged", "--config", str(harness.config.path), "reports"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert report_id in out and REPORTER in out

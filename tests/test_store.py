@@ -48,9 +48,12 @@ def test_existing_database_keeps_its_data_and_gets_only_new_migrations(tmp_path:
     names = [r["name"] for r in store.all("SELECT name FROM migrations")]
     assert names.count("001_initial") == 1 and "999_test" in names
     # Opening again applies nothing more.
-    assert Store(path, [*MIGRATIONS, ("999_test", add_column)]).migrate(
-        [*MIGRATIONS, ("999_test", add_column)]
-    ) == []
+    assert (
+        Store(path, [*MIGRATIONS, ("999_test", add_column)]).migrate(
+            [*MIGRATIONS, ("999_test", add_column)]
+        )
+        == []
+    )
 
 
 def test_a_failing_migration_leaves_no_trace(tmp_path: Path) -> None:

@@ -7,11 +7,11 @@ header value passes `clean_header_text`, so nothing a sender wrote can add a hea
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 

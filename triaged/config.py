@@ -66,7 +66,7 @@ class Endpoint:
 
     @property
     def tls(self) -> str:
-        """"implicit", "starttls", or "none"."""
+        """ "implicit", "starttls", or "none"."""
         if self.scheme in ("imaps", "smtps"):
             return "implicit"
         if self.scheme in ("imap", "smtp"):
@@ -192,7 +192,9 @@ class _Section:
             )
         return value
 
-    def convert(self, key: str, kind: type[T], fn: Callable[[T], Any], default: Any = _REQUIRED) -> Any:
+    def convert(
+        self, key: str, kind: type[T], fn: Callable[[T], Any], default: Any = _REQUIRED
+    ) -> Any:
         value = self.get(key, kind, default)
         if value is None:
             return None
@@ -276,7 +278,9 @@ def _timezone(value: str) -> ZoneInfo:
     try:
         return ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as 'Europe/Paris')")
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name such as 'Europe/Paris')"
+        ) from None
 
 
 def _positive(value: int) -> int:

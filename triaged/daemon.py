@@ -69,6 +69,7 @@ class Daemon:
                             self.outbox_wake.set()
                             if self.on_intake is not None:
                                 self.on_intake(handled)
+                        log.debug("waiting for new mail")
                         mailbox.wait(self.config.mailbox.idle_renew.seconds, self.stop)
                 except MailboxError as exc:
                     failures += 1

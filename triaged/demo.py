@@ -58,9 +58,7 @@ def summarize(config: Config, seen: set[str]) -> list[str]:
     store = Store(config.database)
     try:
         lines = []
-        for row in store.all(
-            "SELECT id, reporter, title FROM reports ORDER BY created_at"
-        ):
+        for row in store.all("SELECT id, reporter, title FROM reports ORDER BY created_at"):
             if row["id"] in seen:
                 continue
             seen.add(row["id"])
@@ -77,7 +75,9 @@ def summarize(config: Config, seen: set[str]) -> list[str]:
             key = f"m:{row['kind']}:{row['from_addr']}:{row['reason']}"
             if key not in seen:
                 seen.add(key)
-                lines.append(f"{row['kind']} mail from {row['from_addr']}: {row['reason']} (not answered)")
+                lines.append(
+                    f"{row['kind']} mail from {row['from_addr']}: {row['reason']} (not answered)"
+                )
         return lines
     finally:
         store.close()

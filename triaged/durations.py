@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_NAMES = {"s": "second", "m": "minute", "h": "hour", "d": "day", "w": "week", "bd": "business day"}
 _PATTERN = re.compile(r"^\s*(\d{1,6})\s*(s|m|h|d|w|bd)\s*$")
 
 
@@ -32,6 +32,11 @@ class Duration:
 
     def __str__(self) -> str:
         return f"{self.amount}{self.unit}"
+
+    def human(self) -> str:
+        """For mail: "48 hours", "1 week", "5 business days"."""
+        name = _NAMES[self.unit]
+        return f"{self.amount} {name}{'' if self.amount == 1 else 's'}"
 
 
 @dataclass(frozen=True)

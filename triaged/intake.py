@@ -123,6 +123,7 @@ class IntakeRunner:
             if raw is None:
                 continue
             incoming = Incoming(env.uid, raw, hashlib.sha256(raw).hexdigest(), now)
+            outcome: str | None
             try:
                 outcome = self.ingest(incoming)
             except Exception:
@@ -194,7 +195,10 @@ class IntakeRunner:
         if report_id is not None and self.store.report(report_id) is None:
             report_id = None
         if report_id is None:
-            report_id, by = self.store.report_for_outgoing(msg.in_reply_to + msg.references), "references"
+            report_id, by = (
+                self.store.report_for_outgoing(msg.in_reply_to + msg.references),
+                "references",
+            )
         if report_id is None:
             return None
         return c.Thread(report_id, self.store.participants(report_id), by)
@@ -229,7 +233,9 @@ class IntakeRunner:
     def _store_failed(self, incoming: Incoming) -> str | None:
         try:
             with self.store.transaction():
-                number = self._store(incoming, None, QUARANTINED, "internal error; see the log", None)
+                number = self._store(
+                    incoming, None, QUARANTINED, "internal error; see the log", None
+                )
                 self.store.event(None, incoming.received, "quarantined", message=number)
         except Exception:
             log.exception("intake: cannot store uid %s; it stays in the mailbox", incoming.uid)
@@ -278,8 +284,12 @@ class IntakeRunner:
         if reporter:
             self.store.insert(
                 "participants",
-                {"report_id": report_id, "address": reporter, "role": "reporter",
-                 "added_at": ts(now)},
+                {
+                    "report_id": report_id,
+                    "address": reporter,
+                    "role": "reporter",
+                    "added_at": ts(now),
+                },
             )
         number = self._store(incoming, msg, c.REPORT, decision.reason, report_id)
         self.store.event(report_id, now, "received", actor=reporter, message=number)
@@ -338,12 +348,24 @@ class IntakeRunner:
         policy = self.config.policy
         out = []
         if policy.acknowledge is not None:
-            out.append(("Acknowledge by", self.composer.when(add(now, policy.acknowledge, policy.calendar))))
+            out.append(
+                (
+                    "Acknowledge by",
+                    self.composer.when(add(now, policy.acknowledge, policy.calendar)),
+                )
+            )
         if policy.respond is not None:
-            out.append(("Detailed response by", self.composer.when(add(now, policy.respond, policy.calendar))))
+            out.append(
+                (
+                    "Detailed response by",
+                    self.composer.when(add(now, policy.respond, policy.calendar)),
+                )
+            )
         return out
 
-    def _receipt(self, report_id: str, reporter: str, msg: ParsedMessage, now: datetime) -> Outgoing:
+    def _receipt(
+        self, report_id: str, reporter: str, msg: ParsedMessage, now: datetime
+    ) -> Outgoing:
         promises = []
         for name, when in self._promises(now):
             if name.startswith("Acknowledge"):
@@ -351,9 +373,8 @@ class IntakeRunner:
             else:
                 promises.append(f"a detailed response with the next steps by {when}")
         if self.config.policy.update_every is not None:
-            promises.append(
-                f"an update at least every {self.config.policy.update_every} while the report is open"
-            )
+            every = self.config.policy.update_every.human()
+            promises.append(f"an update at least every {every} while the report is open")
         # The receipt never quotes the sender's text (not even the subject): a forged From must
         # not turn triaged into a relay of someone else's words.
         return self.composer.build(
@@ -427,16 +448,16 @@ class IntakeRunner:
         # Held apart: the message is not linked to the report it claims.
         reason = f"claims report {claimed}: {decision.reason}"
         number = self._store(incoming, msg, c.UNVERIFIED, reason, None)
-        self.store.event(None, incoming.received, "held", actor=msg.from_addr, message=number,
-                         claimed=claimed)
+        self.store.event(
+            None, incoming.received, "held", actor=msg.from_addr, message=number, claimed=claimed
+        )
         out = [
             self.composer.build(
                 kind="held",
                 to=member,
                 subject=f"Held: a non-participant wrote about report {claimed}",
                 template="held.txt",
-                context={"sender": msg.from_addr, "subject": msg.subject,
-                         "message_number": number},
+                context={"sender": msg.from_addr, "subject": msg.subject, "message_number": number},
                 now=incoming.received,
                 report_id=claimed,
                 auto="auto-generated",

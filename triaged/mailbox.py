@@ -97,11 +97,11 @@ class MaildirMailbox:
 
     def pending(self) -> list[Envelope]:
         box = self.box
-        box._refresh()  # noqa: SLF001 - the stdlib caches the listing for two seconds.
+        box._refresh()  # type: ignore[attr-defined]  # the stdlib caches the listing for 2 s
         found = []
-        for key in box.keys():
+        for key in box.iterkeys():
             try:
-                path = Path(box._lookup(key))  # noqa: SLF001
+                path = self.path / box._lookup(key)  # type: ignore[attr-defined]
                 found.append((path.stat().st_mtime, key, path.stat().st_size))
             except (KeyError, OSError):
                 continue
@@ -121,11 +121,11 @@ class MaildirMailbox:
         target = self.box.get_folder(folder)
         for uid in uids:
             try:
-                src = Path(self.box._lookup(uid))  # noqa: SLF001
+                src = self.path / self.box._lookup(uid)  # type: ignore[attr-defined]
             except KeyError:
                 continue
             # A rename keeps the bytes exactly and is atomic within one file system.
-            os.replace(src, Path(target._path) / "cur" / src.name)  # noqa: SLF001
+            os.replace(src, Path(target._path) / "cur" / src.name)
 
     def mark_processed(self, uids: Sequence[str]) -> None:
         self._move(uids, self.config.processed_folder)

@@ -195,7 +195,7 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
         return data.decode("utf-8", "replace")
 
 
-def _decode_text(data: bytes, charset: str | None) -> str:
+def _decode_text(data: bytes, charset: str | None, truncated: bool = False) -> str:
     """A text part's payload: its charset, or for none / US-ASCII, UTF-8 if it is valid UTF-8
     and windows-1252 otherwise (8-bit text labelled as nothing is usually one of the two)."""
     label = (charset or "").strip().strip("\"'").lower()
@@ -204,7 +204,7 @@ def _decode_text(data: bytes, charset: str | None) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.reason == "unexpected end of data":  # valid, but cut short by the text cap
+        if truncated and exc.reason == "unexpected end of data":  # cut short by the cap
             return data.decode("utf-8", "replace")
         return data.decode("cp1252", "replace")
 
@@ -721,7 +721,7 @@ def _filename(value: str | None) -> str:
     if not value:
         return ""
     try:
-        name = _decode_words(_unfold(_text(value)))
+        name = _decode_words(_text(value))
     except Exception:
         name = value
     name = re.split(r"[/\\]", name)[-1]
@@ -806,8 +806,8 @@ def _walk(root: Message, limits: LimitsConfig) -> _Walk:
             data, _ = _payload_bytes(part)
             if data is None:
                 data = b""
-            data = data[: limits.max_text_chars * 4]
-            text = _decode_text(data, _param(type_params, "charset"))
+            cap = limits.max_text_chars * 4  # bytes enough for max_text_chars characters
+            text = _decode_text(data[:cap], _param(type_params, "charset"), len(data) > cap)
             text = _EOL.sub("\n", text.replace("\x00", ""))
             result.text = text[: limits.max_text_chars]
             result.text_is_first_part = first

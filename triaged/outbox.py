@@ -134,4 +134,3 @@ def enqueue(store: Store, outgoing: list[Outgoing], now: datetime) -> None:
                 "created_at": ts(now),
             },
         )
-

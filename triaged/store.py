@@ -117,7 +117,7 @@ def _m001_initial(conn: sqlite3.Connection) -> None:
             uidvalidity INTEGER NOT NULL,
             updated_at TEXT NOT NULL
         );
-        """
+        """,
     )
 
 
@@ -165,7 +165,8 @@ class Store:
     def migrate(self, migrations: list[tuple[str, Migration]]) -> list[str]:
         """Applies the migrations not yet applied, each in a transaction with its record."""
         self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS migrations"
+            " (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
         applied = {row[0] for row in self.conn.execute("SELECT name FROM migrations")}
         done = []

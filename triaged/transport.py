@@ -82,7 +82,7 @@ class SmtpTransport:
     def check(self) -> str:
         smtp = self._connect()
         try:
-            code, message = smtp.noop()
+            code, _ = smtp.noop()
             return f"{self.config.endpoint.display()} answered {code}"
         except (smtplib.SMTPException, OSError) as exc:
             raise ConnectionFailure(f"{self.config.endpoint.display()}: {exc}") from exc
