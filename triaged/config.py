@@ -133,6 +133,13 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    key_file: Path
+    proofs: frozenset[str]
+    authserv_id: str | None
+
+
+@dataclass(frozen=True)
 class LimitsConfig:
     max_message_size: int
     max_header_bytes: int
@@ -153,6 +160,7 @@ class Config:
     maintainers: MaintainersConfig
     policy: PolicyConfig
     limits: LimitsConfig
+    auth: AuthConfig
     templates_dir: Path | None
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
@@ -443,6 +451,18 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         receipts_per_sender_per_day=s.convert("receipts_per_sender_per_day", int, _positive, 1),
     )
 
+    s = section("auth", required=False)
+    proofs = s.convert("proofs", list, _proofs, ["token"])
+    auth = AuthConfig(
+        key_file=loader.file(s, "key_file") or database.with_name("triaged.key"),
+        proofs=proofs,
+        authserv_id=s.get("authserv_id", str, None) or None,
+    )
+    if "dmarc" in proofs and auth.authserv_id is None:
+        raise loader.error(
+            "auth.authserv_id", "the dmarc proof needs the authserv-id of your own mail server"
+        )
+
     s = section("templates", required=False)
     templates_dir = loader.file(s, "directory")
     if templates_dir is not None and not templates_dir.is_dir():
@@ -460,6 +480,7 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         maintainers=maintainers,
         policy=policy,
         limits=limits,
+        auth=auth,
         templates_dir=templates_dir,
         raw=data,
     )
@@ -473,6 +494,14 @@ def _dur(section: _Section, key: str, default: str | None) -> Any:
         return parse_duration(value)
     except ValueError as exc:
         raise section.loader.error(section.key(key), str(exc)) from None
+
+
+def _proofs(values: list[str]) -> frozenset[str]:
+    proofs = frozenset(str(v) for v in values)
+    unknown = proofs - {"token", "dmarc"}
+    if unknown or not proofs:
+        raise ValueError('list one or both of the proofs "token" and "dmarc"')
+    return proofs
 
 
 def _workdays(values: list[str]) -> frozenset[int]:

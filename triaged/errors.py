@@ -37,3 +37,14 @@ class TemporaryFailure(TransportError):
 
 class PermanentFailure(TransportError):
     """The server refused the message for good (5xx)."""
+
+
+class AlreadyRunning(TriagedError):
+    """Another triaged holds the single-instance lock of the same database."""
+
+    def __init__(self, database: str, pid: int | None) -> None:
+        super().__init__(
+            f"another triaged is already running on {database} (pid {pid or 'unknown'})"
+        )
+        self.database = database
+        self.pid = pid

@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from triaged import auth
 from triaged import classify as c
 from triaged.compose import Composer, Outgoing
 from triaged.config import Config
+from triaged.dispatch import Dispatcher
 from triaged.durations import add
 from triaged.errors import UnsafeMessage
 from triaged.ids import find_tag, new_report_id, tag
@@ -49,6 +51,9 @@ class IntakeRunner:
         self.store = store
         self.mailbox = mailbox
         self.composer = composer or Composer(config)
+        self.dispatcher = Dispatcher(
+            config, store, self.composer, auth.load_or_create_key(config.auth.key_file)
+        )
         self.context = c.Context(config.project.address, frozenset(config.maintainers.members))
         self.uidvalidity = 0
         # UIDs whose handling failed: left in the mailbox, retried after a while, not every pass.
@@ -324,6 +329,7 @@ class IntakeRunner:
                     now=now,
                     report_id=report_id,
                     auto="auto-generated",
+                    reply_to=self.dispatcher.reply_to(report_id, member),
                 )
             )
         enqueue(self.store, out, now)
@@ -415,18 +421,27 @@ class IntakeRunner:
                 now=now,
                 report_id=report_id,
                 auto="auto-generated",
+                reply_to=self.dispatcher.reply_to(report_id, member),
             )
             for member in self.config.maintainers.members
         ]
+        if report is not None and report["waiting"]:
+            self.store.conn.execute(
+                "UPDATE reports SET waiting = 0, updated_at = ? WHERE id = ?", (ts(now), report_id)
+            )
+            self.store.event(report_id, now, "waiting_over", actor=msg.from_addr, message=number)
+        role = self.store.participants(report_id).get(msg.from_addr or "")
+        out += self.dispatcher.reporter(msg, report_id, number, now, role == "reporter")
         enqueue(self.store, out, now)
         return c.FOLLOWUP
 
     def _maintainer(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
         number = self._store(incoming, msg, c.MAINTAINER, decision.reason, decision.report_id)
-        if decision.report_id is not None:
-            self.store.event(
-                decision.report_id, incoming.received, "note", actor=msg.from_addr, message=number
-            )
+        if decision.report_id is None:
+            log.info("intake: maintainer mail from %s about no report stored", msg.from_addr)
+            return c.MAINTAINER
+        out = self.dispatcher.maintainer(msg, decision.report_id, number, incoming.received)
+        enqueue(self.store, out, incoming.received)
         return c.MAINTAINER
 
     def _automatic(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
@@ -461,6 +476,7 @@ class IntakeRunner:
                 now=incoming.received,
                 report_id=claimed,
                 auto="auto-generated",
+                reply_to=self.dispatcher.reply_to(claimed, member),
             )
             for member in self.config.maintainers.members
         ]

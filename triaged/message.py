@@ -47,25 +47,36 @@ MAX_AUTH_RESULTS = 8192  # an Authentication-Results value is long; it is saniti
 @dataclass(frozen=True)
 class Attachment:
     filename: str  # sanitized (no path separators, no control chars, <= 200 chars), "" if none
-    content_type: str  # e.g. "application/pdf", lowercased, sanitized
-    size: int  # decoded payload size in bytes (or raw size if undecodable)
+    content_type: str  # e.g. "application/pdf", lowercased; "application/octet-stream" if bogus
+    # Decoded payload size in bytes, or the raw size if undecodable; for a message/* part (a
+    # forwarded message, a delivery-status report) the raw size of everything inside it.
+    size: int
 
 
 @dataclass(frozen=True)
 class ParsedMessage:
-    message_id: str | None
-    in_reply_to: tuple[str, ...]
-    references: tuple[str, ...]
-    from_addr: str | None
-    from_name: str
-    to_addrs: tuple[str, ...]
-    subject: str
-    date: datetime | None
-    auto_reason: str | None
+    message_id: str | None  # "<...>" form, sanitized, <= 998 chars; None if absent or garbage
+    in_reply_to: tuple[str, ...]  # message-ids in In-Reply-To, "<...>" form
+    references: tuple[str, ...]  # message-ids in References, the last 100
+    from_addr: str | None  # first valid addr-spec of From, lowercased; None if none usable
+    from_name: str  # its display name, decoded and sanitized ("" if none)
+    to_addrs: tuple[str, ...]  # addr-specs of To, Cc and Delivered-To, lowercased, no repeats
+    subject: str  # RFC 2047-decoded, sanitized single line, <= 300 chars
+    date: datetime | None  # aware ("-0000" is taken as UTC); None if absent or garbage
+    auto_reason: str | None  # why this is automatic mail (RFC 3834 and practice), else None
+    # The first text/plain part that is not an attachment nor inside a message/* part, decoded
+    # (unknown charset: UTF-8 with replacement), NULs removed, line ends as "\n", capped at
+    # limits.max_text_chars; "" if there is none (HTML is never rendered).
     text: str
+    # True when `text` is the first leaf reached through the first child of every container
+    # (or any child of a multipart/alternative on that chain): where commands are read.
     text_is_first_part: bool
+    # Every leaf that is an attachment (disposition "attachment", or a file name without
+    # "inline") or is not text/*, and every message/* part; not containers, not the body.
     attachments: tuple[Attachment, ...]
-    authentication_results: tuple[str, ...]
+    authentication_results: tuple[str, ...]  # raw values, unfolded and sanitized, in order
+    # The first Return-Path: "" for the null path "<>", its address lowercased, else its
+    # sanitized text; None when absent.
     return_path: str | None
 
 
@@ -630,7 +641,7 @@ def _return_path(raw: str | None) -> str | None:
 
 # --- message ids ------------------------------------------------------------------------------
 
-_ANGLE_TOKEN = re.compile(r"<([^<>]*)>")
+_ANGLE_TOKEN = re.compile(r"<([^<>]{1,2000})>")
 _BARE_ID = re.compile(r"[^\s<>@]+@[^\s<>@]+")
 _ID_JUNK = re.compile("[\\s\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]+")
 

@@ -121,8 +121,21 @@ def _m001_initial(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m002_workflow(conn: sqlite3.Connection) -> None:
+    _script(
+        conn,
+        """
+        ALTER TABLE reports ADD COLUMN previous_state TEXT;
+        ALTER TABLE reports ADD COLUMN duplicate_of TEXT;
+        ALTER TABLE reports ADD COLUMN cvss_score REAL;
+        CREATE INDEX reports_state ON reports(state);
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", _m001_initial),
+    ("002_workflow", _m002_workflow),
 ]
 
 
