@@ -886,7 +886,8 @@ def test_corpus_expectations() -> None:
     )
     assert corpus("bare_cr").text == "line one\nline two\n"
     parsed = corpus("weird_addresses")
-    assert parsed.from_addr == "mallory@example.com"
+    # Two authors in From: no single address to answer or trust.
+    assert parsed.from_addr is None
     assert parsed.to_addrs == (
         "one@example.net",
         "two@example.net",
@@ -1082,3 +1083,12 @@ def test_injected_line_breaks_never_reach_header_fields() -> None:
             body=(f'--b\r\nContent-Type: application/pdf; name="{encoded}"\r\n\r\nx\r\n--b--\r\n'),
         )
         parse_or_unsafe(raw, LIMITS)
+
+
+def test_several_authors_give_no_from_address() -> None:
+    two_fields = b"From: a@x.example\r\nFrom: b@y.example\r\nSubject: s\r\n\r\nbody\r\n"
+    assert parse(two_fields, LIMITS).from_addr is None
+    two_boxes = b"From: a@x.example, b@y.example\r\nSubject: s\r\n\r\nbody\r\n"
+    assert parse(two_boxes, LIMITS).from_addr is None
+    same_twice = b"From: A <a@x.example>, a@x.example\r\nSubject: s\r\n\r\nbody\r\n"
+    assert parse(same_twice, LIMITS).from_addr == "a@x.example"

@@ -58,7 +58,7 @@ class ParsedMessage:
     message_id: str | None  # "<...>" form, sanitized, <= 998 chars; None if absent or garbage
     in_reply_to: tuple[str, ...]  # message-ids in In-Reply-To, "<...>" form
     references: tuple[str, ...]  # message-ids in References, the last 100
-    from_addr: str | None  # first valid addr-spec of From, lowercased; None if none usable
+    from_addr: str | None  # the one author's addr-spec, lowercased; None if none or several
     from_name: str  # its display name, decoded and sanitized ("" if none)
     to_addrs: tuple[str, ...]  # addr-specs of To, Cc and Delivered-To, lowercased, no repeats
     subject: str  # RFC 2047-decoded, sanitized single line, <= 300 chars
@@ -616,11 +616,12 @@ def _from(raw: str | None) -> tuple[str | None, str, bool]:
         in ("mailer-daemon", "postmaster")
         for _, candidate in boxes
     )
-    for name, candidate in boxes:
-        addr = _valid_addr(candidate)
-        if addr is not None:
-            return addr, _header_text(name, MAX_NAME), daemon
-    return None, "", daemon
+    valid = [(addr, name) for name, candidate in boxes if (addr := _valid_addr(candidate))]
+    if len({addr for addr, _ in valid}) != 1:
+        # None, or several authors: nothing to answer and nothing DMARC could vouch for.
+        return None, "", daemon
+    addr, name = valid[0]
+    return addr, _header_text(name, MAX_NAME), daemon
 
 
 def _return_path(raw: str | None) -> str | None:
@@ -858,9 +859,11 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
     list_header = False
     autoreply_header = False
     any_header = False
+    from_fields = 0
     for name, value in root.raw_items():
         any_header = True
         key = name.strip().lower()
+        from_fields += key == "from"
         if key in _SINGLE:
             single.setdefault(key, value)
         elif key in _RECIPIENTS:
@@ -876,6 +879,9 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
 
     message_ids = _message_ids(single.get("message-id"))
     from_addr, from_name, daemon = _from(single.get("from"))
+    if from_fields > 1:
+        # Two From fields: no single author, so no address to answer or to trust.
+        from_addr, from_name = None, ""
     return_path = _return_path(single.get("return-path"))
     walk = _walk(root, limits)
 
