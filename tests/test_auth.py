@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,13 +102,38 @@ def test_bad_key_file(tmp_path: Path, content: bytes, expected: str) -> None:
     assert "abab" not in info.value.message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_key_file(tmp_path: Path) -> None:
-    path = tmp_path / "token.key"
+def test_unreadable_key_file(tmp_dir: Path) -> None:
+    path = tmp_dir / "token.key"
     path.write_text("ab" * 32)
     path.chmod(0o000)
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_or_create_key(path)
+    if os.geteuid() != 0:
+        with pytest.raises(ConfigError, match="cannot read"):
+            load_or_create_key(path)
+        return
+    # Root reads any file: try as an unprivileged user, as the service would run.
+    code = (
+        "from pathlib import Path\n"
+        "from triaged.auth import load_or_create_key\n"
+        "from triaged.errors import ConfigError\n"
+        "try:\n"
+        f"    load_or_create_key(Path({str(path)!r}))\n"
+        "except ConfigError as exc:\n"
+        "    print(exc.message)\n"
+    )
+    root = Path(__file__).parent.parent
+    # The system interpreter: a pyenv or venv one under /root is not executable by others.
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
+    result = subprocess.run(
+        [python, "-c", code],
+        capture_output=True,
+        text=True,
+        user=65534,
+        group=65534,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd="/",
+        check=False,
+    )
+    assert "cannot read" in result.stdout, result.stdout + result.stderr
 
 
 def test_key_file_that_is_a_directory(tmp_path: Path) -> None:
