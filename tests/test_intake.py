@@ -312,3 +312,48 @@ def test_cli_reports_lists_them(
         check=True,
     ).stdout
     assert report_id in out and REPORTER in out
+
+
+def test_attachments_are_listed_for_the_maintainers(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    raw = (
+        b"From: reporter@outside.example\r\nTo: security@example.org\r\nSubject: poc\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nSee the attached proof of concept.\r\n"
+        b"--b\r\nContent-Type: application/x-python\r\n"
+        b'Content-Disposition: attachment; filename="exploit.py"\r\n\r\nprint(1)\r\n--b--\r\n'
+    )
+    imap_account.append(raw)
+    harness.pump()
+    got = _by_recipient(smtp_sink.wait_for(3))
+    body = got[MAINTAINERS[0]][0].msg.get_content()
+    assert "exploit.py (application/x-python, 8 bytes)" in body
+    assert "See the attached proof of concept." in body
+    # The receipt lists nothing of it.
+    assert "exploit" not in got[REPORTER][0].msg.get_content()
+
+
+def test_templates_can_be_overridden_from_a_directory(
+    tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    templates = tmp_dir / "templates"
+    templates.mkdir()
+    (templates / "receipt.txt").write_text("Got it: {{ tag }}. -- {{ project.name }}\n")
+    config = imap_config(tmp_dir, imap_account, smtp_sink)
+    config.path.write_text(config.path.read_text() + f'\n[templates]\ndirectory = "{templates}"\n')
+    from triaged.config import load
+
+    h = Harness(load(config.path))
+    try:
+        # A subject that looks like template syntax is data, never evaluated.
+        imap_account.append(mail(subject="{{ 7*7 }} {% raw %}", body="{{ config }}\n"))
+        h.pump()
+        got = _by_recipient(smtp_sink.wait_for(3))
+        receipt = got[REPORTER][0].msg.get_content()
+        assert receipt.startswith("Got it: [security report #") and "-- Example" in receipt
+        note = got[MAINTAINERS[0]][0]
+        assert "{{ 7*7 }} {% raw %}" in str(note.msg["Subject"])
+        assert "{{ config }}" in note.msg.get_content() and "49" not in note.msg.get_content()
+    finally:
+        h.close()

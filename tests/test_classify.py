@@ -1,0 +1,75 @@
+"""The classifier on its own: pure decisions over a parsed message and a thread."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from triaged.classify import (
+    AUTOMATIC,
+    FOLLOWUP,
+    LOOP,
+    MAINTAINER,
+    REPORT,
+    UNVERIFIED,
+    Context,
+    Thread,
+    classify,
+)
+from triaged.message import ParsedMessage
+
+CTX = Context("security@example.org", frozenset({"alice@example.org"}))
+THREAD = Thread("abcd2345", {"jane@outside.example": "reporter", "up@example.net": "cc"}, "tag")
+BASE = ParsedMessage(
+    message_id="<m@x>",
+    in_reply_to=(),
+    references=(),
+    from_addr="jane@outside.example",
+    from_name="Jane",
+    to_addrs=("security@example.org",),
+    subject="s",
+    date=None,
+    auto_reason=None,
+    text="t",
+    text_is_first_part=True,
+    attachments=(),
+    authentication_results=(),
+    return_path=None,
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "thread", "kind", "report"),
+    [
+        ({}, None, REPORT, None),
+        ({}, THREAD, FOLLOWUP, "abcd2345"),
+        ({"from_addr": "up@example.net"}, THREAD, FOLLOWUP, "abcd2345"),
+        ({"from_addr": "alice@example.org"}, THREAD, MAINTAINER, "abcd2345"),
+        ({"from_addr": "alice@example.org"}, None, MAINTAINER, None),
+        ({"from_addr": "mallory@evil.example"}, THREAD, UNVERIFIED, "abcd2345"),
+        ({"from_addr": None}, THREAD, UNVERIFIED, "abcd2345"),
+        ({"from_addr": None}, None, REPORT, None),
+        ({"auto_reason": "precedence: bulk"}, THREAD, AUTOMATIC, "abcd2345"),
+        ({"auto_reason": "mailing list"}, None, AUTOMATIC, None),
+        (
+            {"auto_reason": "auto-submitted: auto-replied", "from_addr": "mallory@evil.example"},
+            THREAD,
+            AUTOMATIC,
+            "abcd2345",
+        ),
+        ({"from_addr": "security@example.org"}, None, LOOP, None),
+        ({"from_addr": "security+token@example.org"}, THREAD, LOOP, "abcd2345"),
+    ],
+)
+def test_rules(
+    changes: dict[str, object], thread: Thread | None, kind: str, report: str | None
+) -> None:
+    decision = classify(replace(BASE, **changes), thread, CTX)  # type: ignore[arg-type]
+    assert (decision.kind, decision.report_id) == (kind, report)
+    assert decision.reason
+
+
+def test_a_lookalike_domain_is_not_our_address() -> None:
+    msg = replace(BASE, from_addr="security@example.org.evil.example")
+    assert classify(msg, None, CTX).kind == REPORT
