@@ -14,7 +14,7 @@ import click
 
 from triaged import __version__
 from triaged.config import Config, config_path, load
-from triaged.errors import ConfigError, MailboxError, TransportError
+from triaged.errors import AlreadyRunning, ConfigError, MailboxError, TransportError
 from triaged.logs import setup_logging
 from triaged.store import Store
 from triaged.views import report_detail, report_list
@@ -71,11 +71,19 @@ def _run_daemon(config: Config, on_intake: Any = None) -> None:
 
     def stop(signum: int, frame: FrameType | None) -> None:
         logging.getLogger("triaged.daemon").info("signal %d: stopping", signum)
-        daemon.stop.set()
+        daemon.request_stop()
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        logging.getLogger("triaged.daemon").info("SIGHUP: reloading the configuration")
+        daemon.request_reload()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    daemon.run()
+    signal.signal(signal.SIGHUP, reload)
+    try:
+        daemon.run()
+    except AlreadyRunning as exc:
+        _fail(str(exc), EXIT_UNREACHABLE)
 
 
 @main.command()
@@ -173,6 +181,26 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
     click.echo("events:")
     for e in detail["events"]:
         click.echo(f"  {e['at'][:16]} {e['kind']:<18} {e['actor'] or ''}")
+
+
+@main.command()
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace TARGET if it exists.")
+@click.pass_context
+def backup(ctx: click.Context, target: Path, overwrite: bool) -> None:
+    """Copy the database to TARGET, consistently, also while the daemon runs.
+
+    Example: triaged backup /var/backups/triaged-$(date +%F).db
+    """
+    from triaged.backup import BackupError
+    from triaged.backup import backup as copy_database
+
+    config = _config(ctx)
+    try:
+        pages = copy_database(config.database, target, overwrite=overwrite)
+    except BackupError as exc:
+        _fail(str(exc), 1)
+    click.echo(f"backup: {config.database} -> {target} ({pages} pages, integrity ok)")
 
 
 @main.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,12 +46,19 @@ class Incoming:
 
 class IntakeRunner:
     def __init__(
-        self, config: Config, store: Store, mailbox: Mailbox, composer: Composer | None = None
+        self,
+        config: Config,
+        store: Store,
+        mailbox: Mailbox,
+        composer: Composer | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.mailbox = mailbox
         self.composer = composer or Composer(config)
+        # Set on SIGTERM: finish the message in hand, commit, and return.
+        self.stop = stop or threading.Event()
         self.dispatcher = Dispatcher(
             config, store, self.composer, auth.load_or_create_key(config.auth.key_file)
         )
@@ -116,6 +124,8 @@ class IntakeRunner:
         handled = len(oversized)
         size = self.config.mailbox.batch_size
         for start in range(0, len(small), size):
+            if self.stop.is_set():
+                break
             handled += self._batch(small[start : start + size], now)
         return handled
 
@@ -124,6 +134,8 @@ class IntakeRunner:
         processed: list[str] = []
         quarantined: list[str] = []
         for env in batch:
+            if self.stop.is_set():
+                break
             raw = raws.get(env.uid)
             if raw is None:
                 continue
