@@ -57,8 +57,11 @@ Notices (`notices_due`), for each clock neither met, stopped nor paused:
                              once the due time has passed (the escalation supersedes it).
     "<key>:escalate"         at the due time.
     "<key>:overdue:<n>"      n * overdue_every after the due time, n = 1, 2, ...
-    "update:<n>"             (update clock) at its due time; n = periodic updates sent so far
-                             + 1, so the runner must record an "update_sent" event with it.
+    "<key>:<n>"              (update clock, e.g. "update:7") at its due time; n = periodic
+                             updates sent so far + 1, so the runner must record an
+                             "update_sent" event when it sends one.
+<key> is the clock's name, or "name#cycle" after a reopen. Keys do not depend on the due time:
+a deadline moved by a pause or a severity change does not repeat a notice already sent.
 Only notices due at `now` count, and of each (clock, kind) only the latest one: if its key was
 sent, nothing is returned for that group (earlier ones are superseded for good). So a daemon
 that was down for days sends one mail per due item, and a pass run twice at the same instant,
@@ -281,6 +284,10 @@ class _Run:
     def open(self) -> bool:
         return self.met_at is None and self.stopped_at is None
 
+    @property
+    def ended(self) -> datetime | None:
+        return self.met_at or self.stopped_at
+
 
 @dataclass
 class _Pause:
@@ -293,21 +300,31 @@ def _schedule(
     duration: Duration,
     calendar: Calendar,
     pauses: Sequence[_Pause],
+    ended: datetime | None,
 ) -> tuple[datetime | None, timedelta | None]:
-    """(due, remaining): due None (and remaining set) when a pause is running now."""
+    """(due, remaining): due None (and remaining set) when a pause is running now.
+
+    For a clock that ended (met or stopped) at `ended`, later pauses do not count and a
+    pause still running then counts until then.
+    """
     shift = timedelta(0)
     due = add(start, duration, calendar)
     for pause in pauses:
-        if pause.end is not None and pause.end <= start:
+        end = pause.end
+        if ended is not None:
+            if pause.start >= ended:
+                break
+            end = ended if end is None else min(end, ended)
+        if end is not None and end <= start:
             continue
         begin = max(pause.start, start)
         if begin >= due:
-            if pause.end is None:
+            if end is None:
                 return None, timedelta(0)
             continue
-        if pause.end is None:
+        if end is None:
             return None, due - begin
-        shift += pause.end - begin
+        shift += end - begin
         due = add(start + shift, duration, calendar)
     return due, None
 
@@ -355,9 +372,6 @@ def clocks(happenings: Sequence[Happening], policy: ClockPolicy, now: datetime) 
                 restart.append(ACKNOWLEDGE)
             for name in restart:
                 runs[name] = _Run(name, h.at, cycle)
-            if fixed:
-                runs[RESOLVE].met_at = runs[RESOLVE].met_at or h.at
-                runs[UPDATE].stopped_at = h.at
             last_contact = h.at
         if closed:
             continue
@@ -397,8 +411,8 @@ def clocks(happenings: Sequence[Happening], policy: ClockPolicy, now: datetime) 
         due: datetime | None
         remaining: timedelta | None = None
         paused = False
-        if name in _PAUSABLE and run.open:
-            due, remaining = _schedule(start, duration, policy.calendar, pauses)
+        if name in _PAUSABLE:
+            due, remaining = _schedule(start, duration, policy.calendar, pauses, run.ended)
             paused = due is None
         else:
             due = add(start, duration, policy.calendar)
