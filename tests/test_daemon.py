@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
 
-from helpers import MAINTAINERS, DaemonProcess, imap_config, mail, wait_until
+from helpers import MAINTAINERS, DaemonProcess, count_rows, imap_config, mail, wait_until
 from servers import DovecotServer, ImapAccount, SmtpSink
-
-
-def _count(db: Path, sql: str) -> int:
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return int(conn.execute(sql).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
 
 
 def test_idle_answers_a_new_message_without_waiting_for_a_poll(
@@ -53,25 +40,27 @@ def test_kill_9_during_a_batch_then_restart_loses_and_duplicates_nothing(
     config.path.write_text(text)
     db = config.database
     with DaemonProcess(config.path, tmp_dir / "daemon1.log") as first:
-        wait_until(lambda: _count(db, "SELECT COUNT(*) FROM messages") >= 3, what="ingest start")
+        wait_until(
+            lambda: count_rows(db, "SELECT COUNT(*) FROM messages") >= 3, what="ingest start"
+        )
         first.kill()
-    stored_at_kill = _count(db, "SELECT COUNT(*) FROM messages")
+    stored_at_kill = count_rows(db, "SELECT COUNT(*) FROM messages")
     assert stored_at_kill < n, "the kill came too late to test anything"
     with DaemonProcess(config.path, tmp_dir / "daemon2.log") as second:
         wait_until(
-            lambda: _count(db, "SELECT COUNT(*) FROM messages") == n,
+            lambda: count_rows(db, "SELECT COUNT(*) FROM messages") == n,
             timeout=60,
             what="all messages stored",
         )
         wait_until(
-            lambda: _count(db, "SELECT COUNT(*) FROM outbox WHERE state != 'sent'") == 0,
+            lambda: count_rows(db, "SELECT COUNT(*) FROM outbox WHERE state != 'sent'") == 0,
             timeout=60,
             what="outbox drained",
         )
         assert second.stop() == 0
-    assert _count(db, "SELECT COUNT(*) FROM reports") == n
-    assert _count(db, "SELECT COUNT(DISTINCT sha256) FROM messages") == n
-    assert _count(db, "SELECT COUNT(*) FROM outbox WHERE kind = 'receipt'") == n
+    assert count_rows(db, "SELECT COUNT(*) FROM reports") == n
+    assert count_rows(db, "SELECT COUNT(DISTINCT sha256) FROM messages") == n
+    assert count_rows(db, "SELECT COUNT(*) FROM outbox WHERE kind = 'receipt'") == n
     assert imap_account.fetch_all("INBOX") == []
     assert len(imap_account.fetch_all("triaged-processed")) == n
     # Every receipt arrived, each reporter got exactly one receipt Message-ID; a message in
@@ -83,7 +72,7 @@ def test_kill_9_during_a_batch_then_restart_loses_and_duplicates_nothing(
     assert len(per_reporter) == n
     assert all(len(ids) == 1 for ids in per_reporter.values())
     repeats = Counter(c.msg["Message-ID"] for c in smtp_sink.messages)
-    total_rows = _count(db, "SELECT COUNT(*) FROM outbox")
+    total_rows = count_rows(db, "SELECT COUNT(*) FROM outbox")
     assert len(repeats) == total_rows
     assert sum(count - 1 for count in repeats.values()) <= 1
 

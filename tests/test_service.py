@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import MAINTAINERS, DaemonProcess, imap_config, mail, wait_until
+from helpers import MAINTAINERS, DaemonProcess, count_rows, imap_config, mail, wait_until
 from servers import ImapAccount, SmtpSink
 
 ROOT = Path(__file__).parent.parent
@@ -64,16 +64,6 @@ def notify(tmp_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[NotifySoc
     monkeypatch.setenv("NOTIFY_SOCKET", str(sock.path))
     yield sock
     sock.close()
-
-
-def _count(db: Path, sql: str) -> int:
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return int(conn.execute(sql).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
 
 
 def test_ready_after_login_status_and_stopping(
@@ -133,16 +123,18 @@ def test_sigterm_in_the_middle_of_a_batch_loses_nothing(
     )
     db = config.database
     with DaemonProcess(config.path, tmp_dir / "d1.log") as first:
-        wait_until(lambda: _count(db, "SELECT COUNT(*) FROM messages") >= 3, what="ingest")
+        wait_until(lambda: count_rows(db, "SELECT COUNT(*) FROM messages") >= 3, what="ingest")
         started = time.monotonic()
         assert first.stop(timeout=30) == 0
         assert time.monotonic() - started < 30  # the unit's TimeoutStopSec
-    stored = _count(db, "SELECT COUNT(*) FROM messages")
+    stored = count_rows(db, "SELECT COUNT(*) FROM messages")
     assert stored < n
     # Everything stored was moved out of the inbox or will be recognised: restart and finish.
     with DaemonProcess(config.path, tmp_dir / "d2.log") as second:
         wait_until(
-            lambda: _count(db, "SELECT COUNT(*) FROM messages") == n, timeout=60, what="all stored"
+            lambda: count_rows(db, "SELECT COUNT(*) FROM messages") == n,
+            timeout=60,
+            what="all stored",
         )
         wait_until(
             lambda: len(smtp_sink.messages) >= n * (1 + len(MAINTAINERS)),
@@ -150,8 +142,8 @@ def test_sigterm_in_the_middle_of_a_batch_loses_nothing(
             what="all sent",
         )
         second.stop()
-    assert _count(db, "SELECT COUNT(*) FROM reports") == n
-    assert _count(db, "SELECT COUNT(*) FROM outbox WHERE state != 'sent'") == 0
+    assert count_rows(db, "SELECT COUNT(*) FROM reports") == n
+    assert count_rows(db, "SELECT COUNT(*) FROM outbox WHERE state != 'sent'") == 0
     ids = [c.msg["Message-ID"] for c in smtp_sink.messages]
     assert len(ids) == len(set(ids)) == n * (1 + len(MAINTAINERS))
 
@@ -215,7 +207,7 @@ def test_backup_while_the_daemon_writes_restores_consistently(
     db = config.database
     copy = tmp_dir / "copy.db"
     with DaemonProcess(config.path, tmp_dir / "d.log") as daemon:
-        wait_until(lambda: _count(db, "SELECT COUNT(*) FROM messages") >= 2, what="ingest")
+        wait_until(lambda: count_rows(db, "SELECT COUNT(*) FROM messages") >= 2, what="ingest")
         result = subprocess.run(
             [sys.executable, "-m", "triaged", "--config", str(config.path), "backup", str(copy)],
             capture_output=True,

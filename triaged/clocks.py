@@ -20,8 +20,9 @@ Happenings (kinds)
     update_sent     the runner sent a periodic update to the reporter.
 
 Clocks
-    acknowledge  from "received" until the first ack, reply, confirmed or rejected (each tells
-                 the reporter, or is a maintainer owning the report). Never paused.
+    acknowledge  from "received" until the first ack, reply, confirmed or rejected (a
+                 /confirm or /reject of a new report tells the reporter, so it acknowledges
+                 too). Never paused.
     respond      the detailed response / initial assessment: from "received" until the first
                  "reply" sent once the report was already acknowledged (a reply that is itself
                  the acknowledgement does not count; `/ack` and `/reply` in one mail do, since

@@ -16,7 +16,7 @@ from triaged.commands import COMMANDS, Context, Outcome, refused
 from triaged.compose import Composer, Outgoing
 from triaged.config import Config
 from triaged.message import ParsedMessage
-from triaged.store import Store, ts
+from triaged.store import Store
 
 log = logging.getLogger("triaged.commands")
 
@@ -190,13 +190,8 @@ class Dispatcher:
                 outcome = self._run(ctx, line.name, line.args, line.error)
             ctx.event("command", command=line.raw, ok=outcome.ok, result=outcome.text)
             lines.append(Line(line.raw, outcome.ok, outcome.text))
-        since = ts(now - timedelta(days=1))
-        row = self.store.one(
-            "SELECT COUNT(*) AS n FROM outbox WHERE kind = 'reporter_transcript'"
-            " AND recipient = ? AND created_at > ?",
-            (sender, since),
-        )
-        if row is not None and row["n"] >= REPORTER_TRANSCRIPTS_PER_DAY:
+        sent = self.store.sent_recently("reporter_transcript", sender, now - timedelta(days=1))
+        if sent >= REPORTER_TRANSCRIPTS_PER_DAY:
             log.info("report %s: no transcript to %s (daily limit)", report_id, sender)
             return []
         return [

@@ -352,13 +352,8 @@ class IntakeRunner:
         """Why no receipt may go to this address now, or None when one may."""
         if not reporter:
             return "no usable From address"
-        since = ts(now - timedelta(days=1))
-        row = self.store.one(
-            "SELECT COUNT(*) AS n FROM outbox WHERE kind = 'receipt' AND recipient = ?"
-            " AND created_at > ?",
-            (reporter, since),
-        )
-        if row is not None and row["n"] >= self.config.limits.receipts_per_sender_per_day:
+        sent = self.store.sent_recently("receipt", reporter, now - timedelta(days=1))
+        if sent >= self.config.limits.receipts_per_sender_per_day:
             return "this address already got a receipt in the last 24 hours"
         return None
 

@@ -241,6 +241,14 @@ class Store:
         rows = self.all("SELECT address, role FROM participants WHERE report_id = ?", (report_id,))
         return {row["address"]: row["role"] for row in rows}
 
+    def sent_recently(self, kind: str, recipient: str, since: datetime) -> int:
+        """How many outbox messages of this kind went to this address since then."""
+        row = self.one(
+            "SELECT COUNT(*) AS n FROM outbox WHERE kind = ? AND recipient = ? AND created_at > ?",
+            (kind, recipient, ts(since)),
+        )
+        return int(row["n"]) if row else 0
+
     def report_for_outgoing(self, message_ids: tuple[str, ...]) -> str | None:
         """The report that one of our own sent Message-IDs belongs to (newest reference first)."""
         for message_id in reversed(message_ids):
