@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from triaged.errors import ConfigError
+from triaged.files import fsync_path
 
 __all__ = [
     "KEY_BYTES",
@@ -142,7 +143,7 @@ def _create_key(path: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
     with contextlib.suppress(OSError):
-        _fsync_directory(path.parent)
+        fsync_path(path.parent)
 
 
 def _write_exclusive(path: Path, content: bytes) -> None:
@@ -151,14 +152,6 @@ def _write_exclusive(path: Path, content: bytes) -> None:
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from triaged.errors import TriagedError
+from triaged.files import fsync_path
 
 
 class BackupError(TriagedError):
@@ -44,14 +45,14 @@ def backup(database: Path, target: Path, *, overwrite: bool = False) -> int:
     tmp = Path(name)
     try:
         pages = _copy(database, tmp)
-        _fsync(tmp)
+        fsync_path(tmp)
         _publish(tmp, target, overwrite)
     except BaseException:
         for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
             with contextlib.suppress(OSError):
                 leftover.unlink()
         raise
-    _fsync(target.parent)
+    fsync_path(target.parent)
     return pages
 
 
@@ -98,11 +99,3 @@ def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
         os.replace(tmp, target)
         return
     tmp.unlink()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
