@@ -12,7 +12,7 @@ from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
 
-from helpers import base_sections, wait_until, write_config
+from helpers import wait_until, write_config
 from servers import ImapAccount, SmtpSink
 
 ROOT = Path(__file__).parent.parent
@@ -130,7 +130,3 @@ def test_demo_config_is_the_embedded_default(tmp_path: Path) -> None:
     assert config.database.parent == (tmp_path / "d")
     # A second start keeps the data and feeds nothing twice.
     assert prepare(tmp_path / "d")[1] == 0
-
-
-def test_base_sections_roundtrip(tmp_path: Path) -> None:
-    assert base_sections(tmp_path)["project"]["address"] == "security@example.org"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -359,4 +358,3 @@ def test_auth_key_file_is_private(tmp_path: Path) -> None:
 
     load_or_create_key(config.auth.key_file)
     assert config.auth.key_file.stat().st_mode & 0o777 == 0o600
-    assert json.dumps(True)

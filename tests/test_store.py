@@ -82,3 +82,24 @@ def test_transaction_rolls_back_everything_on_error(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     assert store.one("SELECT COUNT(*) AS n FROM reports")["n"] == 0  # type: ignore[index]
     assert store.one("SELECT COUNT(*) AS n FROM events")["n"] == 0  # type: ignore[index]
+
+
+def test_report_for_outgoing_prefers_the_newest_reference(tmp_path: Path) -> None:
+    store = Store(tmp_path / "t.db")
+    with store.transaction():
+        for rid in ("aaaa2345", "bbbb2345"):
+            store.conn.execute(
+                "INSERT INTO reports (id, title, state, created_at, updated_at)"
+                " VALUES (?, 't', 'new', 'x', 'x')",
+                (rid,),
+            )
+        for mid, rid in (("<1@x>", "aaaa2345"), ("<2@x>", "bbbb2345"), ("<3@x>", None)):
+            store.conn.execute(
+                "INSERT INTO outbox (message_id, report_id, kind, envelope_from, recipient, raw,"
+                " next_attempt_at, created_at) VALUES (?, ?, 'k', '', 'r', x'00', 'x', 'x')",
+                (mid, rid),
+            )
+    assert store.report_for_outgoing(("<1@x>", "<2@x>", "<3@x>", "<9@y>")) == "bbbb2345"
+    assert store.report_for_outgoing(("<1@x>", "<9@y>")) == "aaaa2345"
+    assert store.report_for_outgoing(("<3@x>",)) is None
+    assert store.report_for_outgoing(()) is None

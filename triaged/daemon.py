@@ -152,13 +152,10 @@ class Daemon:
                             if self.on_intake is not None:
                                 self.on_intake(handled)
                         self.progress["intake"] = time.monotonic()
-                        waiting = store.one(
-                            "SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'"
-                        )
                         self._set_status(
                             f"reading {mailbox.name}; last look "
                             f"{self.clock().strftime('%H:%M:%S')} UTC; "
-                            f"{waiting['n'] if waiting else 0} message(s) waiting in the outbox"
+                            f"{store.outbox_backlog()} message(s) waiting in the outbox"
                         )
                         log.debug("waiting for new mail")
                         self.wake.clear()

@@ -85,11 +85,7 @@ class Dispatcher:
             now=now,
             reply_text=commands.reply,
         )
-        lines = []
-        for line in commands.lines:
-            outcome = self._run(ctx, line.name, line.args, line.error)
-            ctx.event("command", command=line.raw, ok=outcome.ok, result=outcome.text)
-            lines.append(Line(line.raw, outcome.ok, outcome.text))
+        lines = self._run_all(ctx, commands, reporter=False)
         if commands.note:
             ctx.event("note", chars=len(commands.note))
         log.info(
@@ -117,6 +113,21 @@ class Dispatcher:
             reply_to=self.reply_to(report_id, sender),
         )
         return [*ctx.outgoing, transcript]
+
+    def _run_all(
+        self, ctx: Context, commands: Commands, *, reporter: bool, is_reporter: bool = False
+    ) -> list[Line]:
+        """Runs each command line in order, recording each as an event; one Line each."""
+        lines = []
+        for line in commands.lines:
+            command = COMMANDS.get(line.name)
+            if reporter and command is not None and not (command.for_reporters and is_reporter):
+                outcome = refused(f"/{line.name} is not available to you")
+            else:
+                outcome = self._run(ctx, line.name, line.args, line.error)
+            ctx.event("command", command=line.raw, ok=outcome.ok, result=outcome.text)
+            lines.append(Line(line.raw, outcome.ok, outcome.text))
+        return lines
 
     def _run(self, ctx: Context, name: str, args: tuple[str, ...], error: str | None) -> Outcome:
         if error:
@@ -181,15 +192,7 @@ class Dispatcher:
             return []
         sender = msg.from_addr or ""
         ctx = Context(self.store, self.config, self.composer, report_id, sender, number, now)
-        lines = []
-        for line in commands.lines:
-            command = COMMANDS.get(line.name)
-            if command is not None and not (command.for_reporters and is_reporter):
-                outcome = refused(f"/{line.name} is not available to you")
-            else:
-                outcome = self._run(ctx, line.name, line.args, line.error)
-            ctx.event("command", command=line.raw, ok=outcome.ok, result=outcome.text)
-            lines.append(Line(line.raw, outcome.ok, outcome.text))
+        lines = self._run_all(ctx, commands, reporter=True, is_reporter=is_reporter)
         sent = self.store.sent_recently("reporter_transcript", sender, now - timedelta(days=1))
         if sent >= REPORTER_TRANSCRIPTS_PER_DAY:
             log.info("report %s: no transcript to %s (daily limit)", report_id, sender)

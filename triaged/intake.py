@@ -30,6 +30,13 @@ from triaged.store import Store, ts
 
 log = logging.getLogger("triaged.intake")
 
+# How the receipt and the maintainers' notification name the first clocks of a report.
+_CLOCK_PROMISES = {
+    "acknowledge": "an acknowledgement from a maintainer by {when}",
+    "respond": "a detailed response with the next steps by {when}",
+}
+_CLOCK_LABELS = {"acknowledge": "Acknowledge", "respond": "Detailed response"}
+
 QUARANTINED = "quarantined"
 DUPLICATE = "duplicate"
 TEXT_FOR_MAINTAINERS = 20_000
@@ -311,9 +318,10 @@ class IntakeRunner:
         number = self._store(incoming, msg, c.REPORT, decision.reason, report_id)
         self.store.event(report_id, now, "received", actor=reporter, message=number)
         out: list[Outgoing] = []
+        due = self._due(now)
         no_receipt = self._receipt_refusal(reporter, now)
         if no_receipt is None and reporter:
-            out.append(self._receipt(report_id, reporter, msg, now))
+            out.append(self._receipt(report_id, reporter, msg, now, due))
             self.store.event(report_id, now, "receipt", to=reporter)
         else:
             log.info("intake: report %s: no receipt: %s", report_id, no_receipt)
@@ -323,7 +331,7 @@ class IntakeRunner:
             "reporter": reporter,
             "received": self.composer.when(now),
             "subject": msg.subject,
-            "due": [f"{name}: {when}" for name, when in self._promises(now)],
+            "due": [f"{_CLOCK_LABELS[name]} by: {when}" for name, when in due.items()],
             "receipt_sent": no_receipt is None,
             "no_receipt_reason": no_receipt,
             "attachments": msg.attachments,
@@ -357,34 +365,20 @@ class IntakeRunner:
             return "this address already got a receipt in the last 24 hours"
         return None
 
-    def _promises(self, now: datetime) -> list[tuple[str, str]]:
+    def _due(self, now: datetime) -> dict[str, str]:
+        """The policy's first deadlines for a report received now, as people read them."""
         policy = self.config.policy
-        out = []
-        if policy.acknowledge is not None:
-            out.append(
-                (
-                    "Acknowledge by",
-                    self.composer.when(add(now, policy.acknowledge, policy.calendar)),
-                )
-            )
-        if policy.respond is not None:
-            out.append(
-                (
-                    "Detailed response by",
-                    self.composer.when(add(now, policy.respond, policy.calendar)),
-                )
-            )
-        return out
+        clocks = {"acknowledge": policy.acknowledge, "respond": policy.respond}
+        return {
+            name: self.composer.when(add(now, duration, policy.calendar))
+            for name, duration in clocks.items()
+            if duration is not None
+        }
 
     def _receipt(
-        self, report_id: str, reporter: str, msg: ParsedMessage, now: datetime
+        self, report_id: str, reporter: str, msg: ParsedMessage, now: datetime, due: dict[str, str]
     ) -> Outgoing:
-        promises = []
-        for name, when in self._promises(now):
-            if name.startswith("Acknowledge"):
-                promises.append(f"an acknowledgement from a maintainer by {when}")
-            else:
-                promises.append(f"a detailed response with the next steps by {when}")
+        promises = [_CLOCK_PROMISES[name].format(when=when) for name, when in due.items()]
         if self.config.policy.update_every is not None:
             every = self.config.policy.update_every.human()
             promises.append(f"an update at least every {every} while the report is open")

@@ -101,8 +101,8 @@ class MaildirMailbox:
         found = []
         for key in box.iterkeys():
             try:
-                path = self.path / box._lookup(key)  # type: ignore[attr-defined]
-                found.append((path.stat().st_mtime, key, path.stat().st_size))
+                info = (self.path / box._lookup(key)).stat()  # type: ignore[attr-defined]
+                found.append((info.st_mtime, key, info.st_size))
             except (KeyError, OSError):
                 continue
         found.sort()

@@ -113,10 +113,6 @@ class OutboxRunner:
             return self.blocked_until
         return due
 
-    def pending_count(self) -> int:
-        row = self.store.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
-        return int(row["n"]) if row else 0
-
 
 def enqueue(store: Store, outgoing: list[Outgoing], now: datetime) -> None:
     """Writes messages to the outbox; call inside the transaction of the change causing them."""

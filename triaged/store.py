@@ -249,10 +249,22 @@ class Store:
         )
         return int(row["n"]) if row else 0
 
+    def outbox_backlog(self) -> int:
+        """Messages waiting in the outbox (pending, not held)."""
+        row = self.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
+        return int(row["n"]) if row else 0
+
     def report_for_outgoing(self, message_ids: tuple[str, ...]) -> str | None:
         """The report that one of our own sent Message-IDs belongs to (newest reference first)."""
+        if not message_ids:
+            return None
+        rows = self.all(
+            "SELECT message_id, report_id FROM outbox WHERE report_id IS NOT NULL"
+            f" AND message_id IN ({','.join('?' * len(message_ids))})",
+            tuple(message_ids),
+        )
+        found = {row["message_id"]: row["report_id"] for row in rows}
         for message_id in reversed(message_ids):
-            row = self.one("SELECT report_id FROM outbox WHERE message_id = ?", (message_id,))
-            if row is not None and row["report_id"]:
-                return str(row["report_id"])
+            if message_id in found:
+                return str(found[message_id])
         return None
