@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from triaged.durations import Calendar, Duration, parse_duration
+from triaged.durations import Calendar, Duration, Share, parse_duration, parse_offset
 from triaged.errors import ConfigError
 
 DEFAULT_PATH = "/etc/triaged/config.toml"
@@ -130,6 +130,16 @@ class PolicyConfig:
     update_every: Duration | None
     resolve: dict[str, Duration]
     calendar: Calendar
+    # Reminders before each deadline, the overdue repeat, and who else hears of a missed one.
+    remind_before: tuple[Duration | Share, ...] = ()
+    overdue_every: Duration = field(default_factory=lambda: Duration(1, "d"))
+    escalate_to: str | None = None
+
+
+@dataclass(frozen=True)
+class DigestConfig:
+    enabled: bool
+    schedule: str  # crontab (minute hour day month weekday), in the project's time zone
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,7 @@ class Config:
     limits: LimitsConfig
     auth: AuthConfig
     templates_dir: Path | None
+    digest: DigestConfig = field(default_factory=lambda: DigestConfig(True, "0 9 * * mon"))
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -438,6 +449,17 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         update_every=_dur(s, "update_every", None),
         resolve=resolve,
         calendar=Calendar(project.timezone, workdays, holidays),
+        remind_before=tuple(s.convert("remind_before", list, _offsets, ["24h"])),
+        overdue_every=_dur(s, "overdue_every", "1d"),
+        escalate_to=s.convert("escalate_to", str, _address, None),
+    )
+    if policy.overdue_every.seconds <= 0:
+        raise loader.error("policy.overdue_every", "must be a positive duration")
+
+    s = section("digest", required=False)
+    digest = DigestConfig(
+        enabled=s.get("enabled", bool, True),
+        schedule=s.convert("schedule", str, _crontab, "0 9 * * mon"),
     )
 
     s = section("limits", required=False)
@@ -482,6 +504,7 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         limits=limits,
         auth=auth,
         templates_dir=templates_dir,
+        digest=digest,
         raw=data,
     )
 
@@ -494,6 +517,24 @@ def _dur(section: _Section, key: str, default: str | None) -> Any:
         return parse_duration(value)
     except ValueError as exc:
         raise section.loader.error(section.key(key), str(exc)) from None
+
+
+def _offsets(values: list[Any]) -> list[Duration | Share]:
+    return [parse_offset(str(value)) for value in values]
+
+
+def _crontab(value: str) -> str:
+    # Imported here: the scheduler is only needed to check this one key.
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value)
+    except ValueError as exc:
+        raise ValueError(
+            f"{value!r} is not a crontab schedule (minute hour day month weekday,"
+            f" e.g. '0 9 * * mon'): {exc}"
+        ) from None
+    return value
 
 
 def _proofs(values: list[str]) -> frozenset[str]:

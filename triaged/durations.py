@@ -51,6 +51,39 @@ class Calendar:
         return day.weekday() in self.workdays and day not in self.holidays
 
 
+@dataclass(frozen=True)
+class Share:
+    """A part of a clock's length, for reminders: "25%" is a quarter of the way before due."""
+
+    percent: int
+
+    def __str__(self) -> str:
+        return f"{self.percent}%"
+
+    def human(self) -> str:
+        return f"{self.percent}% of the time"
+
+
+_SHARE = re.compile(r"^\s*(\d{1,2})\s*%\s*$")
+
+
+def parse_offset(text: str) -> Duration | Share:
+    """A reminder offset: a duration ("24h", "1bd") or a share of the clock ("25%", 1-99)."""
+    match = _SHARE.match(text) if isinstance(text, str) else None
+    if match is not None:
+        percent = int(match.group(1))
+        if not 1 <= percent <= 99:
+            raise ValueError(f"{text!r}: a share of the clock must be between 1% and 99%")
+        return Share(percent)
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (e.g. '24h', '1bd') nor a share of the clock"
+            " (e.g. '25%')"
+        ) from None
+
+
 def parse_duration(text: str) -> Duration:
     """Parses "48h", "96h", "5bd", "14d", "1w", "30m", "10s"; raises ValueError otherwise."""
     match = _PATTERN.match(text) if isinstance(text, str) else None

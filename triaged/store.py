@@ -133,9 +133,70 @@ def _m002_workflow(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m003_clocks(conn: sqlite3.Connection) -> None:
+    """The clocks' state (see triaged/clocks.py) and the daemon's outages.
+
+    deadlines:   each report's clocks as last computed (one row per clock, current cycle).
+    clock_state: when each report next needs a clock pass; '' = now (set by the trigger on
+                 every new event of the report), NULL = nothing scheduled.
+    notices:     the keys of the notices already sent (report_id '' for the daemon's own, such
+                 as the digest), so a pass never sends one twice.
+    outages:     a mailbox or SMTP outage in progress, kept across restarts.
+    """
+    _script(
+        conn,
+        """
+        CREATE TABLE deadlines (
+            report_id TEXT NOT NULL REFERENCES reports(id),
+            clock TEXT NOT NULL,
+            cycle INTEGER NOT NULL DEFAULT 1,
+            started_at TEXT NOT NULL,
+            due_at TEXT,
+            met_at TEXT,
+            stopped_at TEXT,
+            paused INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (report_id, clock)
+        );
+        CREATE INDEX deadlines_due ON deadlines(due_at);
+        CREATE TABLE clock_state (
+            report_id TEXT PRIMARY KEY REFERENCES reports(id),
+            next_at TEXT,
+            computed_at TEXT
+        );
+        CREATE INDEX clock_state_next ON clock_state(next_at);
+        CREATE TABLE notices (
+            report_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            sent_at TEXT NOT NULL,
+            PRIMARY KEY (report_id, key)
+        );
+        CREATE TABLE outages (
+            name TEXT PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            last_error TEXT,
+            alerted_at TEXT,
+            updated_at TEXT NOT NULL
+        );
+        INSERT INTO clock_state (report_id, next_at) SELECT id, '' FROM reports
+        """,
+    )
+    # One statement with `;` inside, so not through _script.
+    conn.execute(
+        """
+        CREATE TRIGGER events_wake_clocks AFTER INSERT ON events
+        WHEN NEW.report_id IS NOT NULL
+        BEGIN
+            INSERT INTO clock_state (report_id, next_at) VALUES (NEW.report_id, '')
+            ON CONFLICT (report_id) DO UPDATE SET next_at = '';
+        END
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", _m001_initial),
     ("002_workflow", _m002_workflow),
+    ("003_clocks", _m003_clocks),
 ]
 
 

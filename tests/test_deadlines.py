@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from triaged.clocks import (
+from triaged.deadlines import (
     Clock,
     ClockPolicy,
     Happening,

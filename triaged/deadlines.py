@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from triaged import workflow as wf
-from triaged.durations import Calendar, Duration, add
+from triaged.durations import Calendar, Duration, Share, add
 from triaged.store import parse_ts
 
 if TYPE_CHECKING:
@@ -128,24 +128,19 @@ class ClockPolicy:
     respond: Duration | None
     resolve: Mapping[str, Duration]  # by severity; "default" applies to any other
     update_every: Duration | None
-    remind_before: tuple[Duration, ...] = ()
+    remind_before: tuple[Duration | Share, ...] = ()
     overdue_every: Duration = _ONE_DAY
     calendar: Calendar = field(default_factory=lambda: Calendar(ZoneInfo("UTC")))
 
     @classmethod
-    def from_config(
-        cls,
-        policy: PolicyConfig,
-        remind_before: tuple[Duration, ...] = (Duration(24, "h"),),
-        overdue_every: Duration = _ONE_DAY,
-    ) -> ClockPolicy:
+    def from_config(cls, policy: PolicyConfig) -> ClockPolicy:
         return cls(
             acknowledge=policy.acknowledge,
             respond=policy.respond,
             resolve=dict(policy.resolve),
             update_every=policy.update_every,
-            remind_before=remind_before,
-            overdue_every=overdue_every,
+            remind_before=policy.remind_before,
+            overdue_every=policy.overdue_every,
             calendar=policy.calendar,
         )
 
@@ -437,8 +432,13 @@ def clocks(happenings: Sequence[Happening], policy: ClockPolicy, now: datetime) 
 # --- clocks -> notices ------------------------------------------------------------------
 
 
-def _before(due: datetime, offset: Duration, calendar: Calendar) -> datetime:
-    """`offset` before `due`; business days: the same wall-clock time N business days back."""
+def _before(
+    due: datetime, offset: Duration | Share, calendar: Calendar, started: datetime
+) -> datetime:
+    """`offset` before `due`; business days: the same wall-clock time N business days back;
+    a share: that part of the clock's whole length (from `started`) before `due`."""
+    if isinstance(offset, Share):
+        return due - (due - started) * offset.percent / 100
     if not offset.business_days:
         return due - timedelta(seconds=offset.seconds)
     local = due.astimezone(calendar.timezone)
@@ -493,7 +493,7 @@ def notices_due(
         if due > now:
             reminders = []
             for offset in policy.remind_before:
-                at = _before(due, offset, policy.calendar)
+                at = _before(due, offset, policy.calendar, clock.started)
                 if at > clock.started:
                     reminders.append(Notice(f"{prefix}:remind:{offset}", clock.name, "remind", at))
             offer(reminders)
@@ -505,3 +505,33 @@ def notices_due(
             offer([Notice(f"{prefix}:overdue:{n}", clock.name, "overdue", at)])
     out.sort(key=lambda n: (n.at.astimezone(UTC), n.key))
     return out
+
+
+def next_notice_at(clocks: Sequence[Clock], policy: ClockPolicy, now: datetime) -> datetime | None:
+    """The first instant after `now` at which `notices_due` could return a new notice, if the
+    report's history stays as it is (a new event makes the runner look again anyway)."""
+    candidates: list[datetime] = []
+    for clock in clocks:
+        if not clock.running or clock.due is None:
+            continue
+        due = clock.due
+        if due > now:
+            candidates.append(due)
+            if clock.name != UPDATE:
+                for offset in policy.remind_before:
+                    at = _before(due, offset, policy.calendar, clock.started)
+                    if now < at and at > clock.started:
+                        candidates.append(at)
+            continue
+        if clock.name == UPDATE:
+            continue
+        latest = _latest_overdue(due, policy.overdue_every, policy.calendar, now)
+        at = due if latest is None else latest[1]
+        candidates.append(_following(at, policy.overdue_every, policy.calendar))
+    return min(candidates, default=None)
+
+
+def _following(at: datetime, every: Duration, calendar: Calendar) -> datetime:
+    if every.business_days:
+        return add(at, every, calendar)
+    return at + timedelta(seconds=every.seconds)
