@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import mailbox
 import os
 import signal
 import sqlite3
@@ -9,17 +11,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, default
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
+from triaged import auth
+from triaged.clocks import ClockRunner
 from triaged.config import Config, load
+from triaged.ids import tag
+from triaged.intake import IntakeRunner
+from triaged.mailbox import open_mailbox
+from triaged.store import Store
 
 PROJECT = "security@example.org"
 MAINTAINERS = ["alice@example.org", "bob@example.org"]
+REPORTER = "reporter@outside.example"
 
 
 def _toml(value: Any) -> str:
@@ -29,10 +38,15 @@ def _toml(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, date | datetime):
+        return value.isoformat()
     return str(value)
 
 
 def config_text(sections: dict[str, dict[str, Any]]) -> str:
+    """TOML for a config; a dict value becomes an inline table (e.g. policy.resolve)."""
     out = []
     for name, keys in sections.items():
         out.append(f"[{name}]")
@@ -229,4 +243,65 @@ class Harness:
     def close(self) -> None:
         self.mailbox.close()
         self.transport.close()
+        self.store.close()
+
+
+class ClockDesk:
+    """A project's Maildir mailbox with one report, driven through intake and the clock runner
+    with an injected time; what is sent is read from the outbox."""
+
+    def __init__(self, config: Config) -> None:
+        assert config.mailbox.endpoint.is_maildir
+        self.config = config
+        self.inbox = mailbox.Maildir(config.mailbox.endpoint.path, create=True)
+        self.store = Store(self.config.database)
+        self.box = open_mailbox(self.config.mailbox)
+        self.box.connect()
+        self.intake = IntakeRunner(self.config, self.store, self.box)
+        self.intake.start(datetime.now(UTC))
+        self.clocks = ClockRunner(self.config, self.store)
+        self.key = auth.load_or_create_key(self.config.auth.key_file)
+        self.seen = self._last_outbox_id()
+        self.report_id = ""
+
+    def _last_outbox_id(self) -> int:
+        row = self.store.one("SELECT MAX(id) AS n FROM outbox")
+        return int(row["n"] or 0) if row else 0
+
+    def deliver(self, raw: bytes, at: datetime) -> None:
+        self.inbox.add(raw)
+        assert self.intake.run_once(at) == 1
+
+    def report(self, at: datetime) -> str:
+        self.deliver(mail(sender=REPORTER, subject="RCE in the importer"), at)
+        row = self.store.one("SELECT id FROM reports ORDER BY created_at DESC LIMIT 1")
+        assert row is not None
+        self.report_id = str(row["id"])
+        self.new_mail()
+        return self.report_id
+
+    def command(self, body: str, at: datetime, sender: str | None = None) -> None:
+        sender = sender or self.config.maintainers.members[0]
+        to = auth.reply_address(self.key, self.config.project.address, self.report_id, sender)
+        subject = f"Re: {tag(self.report_id)} RCE"
+        self.deliver(mail(sender=sender, to=to, subject=subject, body=body), at)
+        self.new_mail()
+
+    def reporter_writes(self, body: str, at: datetime) -> None:
+        subject = f"Re: {tag(self.report_id)} RCE"
+        self.deliver(mail(sender=REPORTER, subject=subject, body=body), at)
+        self.new_mail()
+
+    def tick(self, at: datetime) -> list[EmailMessage]:
+        """One clock pass at `at`; returns the mail it put in the outbox."""
+        self.clocks.run_once(at)
+        return self.new_mail()
+
+    def new_mail(self) -> list[EmailMessage]:
+        rows = self.store.all("SELECT raw FROM outbox WHERE id > ? ORDER BY id", (self.seen,))
+        self.seen = self._last_outbox_id()
+        return [email.message_from_bytes(row["raw"], policy=default) for row in rows]  # type: ignore[misc]
+
+    def close(self) -> None:
+        self.box.close()
         self.store.close()
