@@ -25,7 +25,11 @@ def ts(moment: datetime) -> str:
 
 
 def parse_ts(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat: about ten times faster than strptime, and clock passes parse many.
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None or len(text) != 27:
+        raise ValueError(f"not a stored timestamp: {text!r}")
+    return moment
 
 
 def _script(conn: sqlite3.Connection, sql: str) -> None:
