@@ -13,6 +13,7 @@ import os
 import pwd
 import re
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -685,3 +686,127 @@ def mailbox_config(
         connect_timeout=parse_duration(connect_timeout),
         batch_size=batch_size,
     )
+
+
+# -- a TCP proxy that can hang --------------------------------------------------------------
+
+
+class BlackHoleProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server (Dovecot), that can hang or go away.
+
+    Forwarding (the default), bytes flow both ways. `black_hole()`: from then on no byte is
+    forwarded in either direction, but every socket stays open and new connections are still
+    accepted, as with a hung server or a network that drops everything; `forward()` lets bytes
+    flow again. `stop()` closes the listener and every connection (connection refused);
+    `start()` listens again on the same port.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.host = LOOPBACK
+        self.port = free_port()
+        self._holding = threading.Event()
+        self._stopping = threading.Event()
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> BlackHoleProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> BlackHoleProxy:
+        if self._listener is not None:
+            return self
+        self._stopping.clear()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        deadline = time.monotonic() + 10
+        while True:  # on a restart the old socket may linger for a moment
+            try:
+                listener.bind((self.host, self.port))
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    listener.close()
+                    raise
+                time.sleep(0.1)
+        listener.listen(16)
+        listener.settimeout(0.1)
+        self._listener = listener
+        self._spawn(self._accept, listener)
+        return self
+
+    def stop(self) -> None:
+        """Closes the listener and every connection; waits for the proxy's threads."""
+        self._stopping.set()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+            threads, self._threads = self._threads, []
+        for sock in sockets:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in threads:
+            thread.join(timeout=5)
+
+    def black_hole(self) -> None:
+        self._holding.set()
+
+    def forward(self) -> None:
+        self._holding.clear()
+
+    def _spawn(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(None)
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            self._spawn(self._pump, client, upstream)
+            self._spawn(self._pump, upstream, client)
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while not self._stopping.is_set():
+            if self._holding.is_set():
+                # Nothing is read, so nothing is forwarded; the bytes wait in the kernel.
+                time.sleep(0.05)
+                continue
+            try:
+                readable, _, _ = select.select([source], [], [], 0.1)
+                if not readable or self._holding.is_set():
+                    continue
+                data = source.recv(65536)
+            except (OSError, ValueError):
+                break
+            if not data:
+                break
+            try:
+                sink.sendall(data)
+            except OSError:
+                break
+        for sock in (source, sink):
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -202,8 +202,10 @@ def test_state_changes_the_reporter_should_know_reach_them(desk: Desk) -> None:
     ]
     assert _to(desk.send("/state fixing\n"), REPORTER) == []
     sent = desk.send("/fixed-in 1.0.4\n/state fixed\n")
-    (fixed,) = _to(sent, REPORTER)
+    # With no credit preference stated, the reporter is also asked how to be credited, once.
+    fixed, question = _to(sent, REPORTER)
     assert "fixed in 1.0.4" in fixed.msg.get_content()
+    assert str(question.msg["Subject"]).endswith("How would you like to be credited?")
 
 
 def test_cc_adds_a_participant_and_tells_the_reporter_without_the_address(desk: Desk) -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -360,3 +361,28 @@ def test_templates_can_be_overridden_from_a_directory(
         assert "{{ config }}" in note.msg.get_content() and "49" not in note.msg.get_content()
     finally:
         h.close()
+
+
+def test_mail_announced_during_a_pass_is_handled_before_waiting(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    # A message that arrives while a pass runs is announced (EXISTS) in the answer to one of
+    # the pass's own commands, and IDLE then reports nothing new: run_once must look again
+    # rather than leave it for the next new mail (found by bench/: 4,000 of 10,000 stalled).
+    imap_account.append(mail(sender="first@outside.example", subject="first"))
+    mailbox = harness.mailbox
+    original = mailbox.mark_processed
+    arrived: list[int] = []
+
+    def mark_processed(uids: list[str]) -> None:
+        if not arrived:
+            arrived.append(imap_account.append(mail(sender="second@outside.example")))
+        original(uids)
+
+    mailbox.mark_processed = mark_processed  # type: ignore[method-assign]
+    assert harness.intake.run_once(datetime.now(UTC)) == 2
+    assert sorted(r["reporter"] for r in harness.reports()) == [
+        "first@outside.example",
+        "second@outside.example",
+    ]
+    assert imap_account.fetch_all("INBOX") == []

@@ -7,6 +7,7 @@ injected time: what the maintainers and the reporter receive, and when, is the p
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from helpers import REPORTER, ClockDesk, config_text
 
 from triaged.config import load
+from triaged.durations import Duration
 
 PRESETS = Path(__file__).resolve().parent.parent / "examples" / "policies"
 H = timedelta(hours=1)
@@ -152,3 +154,43 @@ def test_pynomaly_5_business_days_over_christmas_and_critical_in_14_days(
     assert kinds(desk.tick(t0 + 14 * D)) == ["Missed: Resolve (critical)"]
     desk.command("/state fixed", t0 + 14 * D + H)
     assert desk.tick(t0 + 30 * D) == []
+
+
+def _command_results(desk: ClockDesk) -> list[tuple[bool, str]]:
+    rows = desk.store.all(
+        "SELECT detail FROM events WHERE report_id = ? AND kind = 'command' ORDER BY id",
+        (desk.report_id,),
+    )
+    return [(bool(d["ok"]), str(d["result"])) for d in (json.loads(r["detail"]) for r in rows)]
+
+
+def test_each_preset_carries_its_disclosure_rules(tmp_path: Path, desks: list[ClockDesk]) -> None:
+    made = {}
+    for name in ("marmotte", "bases", "generic", "pynomaly"):
+        (tmp_path / name).mkdir()
+        made[name] = preset_desk(name, tmp_path / name)
+        desks.append(made[name])
+    policies = {name: desk.config.policy for name, desk in made.items()}
+    assert policies["marmotte"].disclose_after_fix == Duration(7, "d")
+    assert policies["bases"].embargo_default == Duration(72, "h")
+    assert policies["pynomaly"].embargo_remind == (Duration(1, "bd"),)
+    assert all(p.embargo_max is None for p in policies.values())
+
+    # Marmotte: "at least a week after the patch is released".
+    marmotte = made["marmotte"]
+    t0 = datetime(2026, 11, 2, 10, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    marmotte.report(t0)
+    marmotte.command("/ack\n/confirm\n/fixed-in 1.0.4\n/state fixed", t0 + H)
+    marmotte.command("/embargo +6d", t0 + 2 * H)
+    marmotte.command("/embargo 2026-11-10", t0 + 3 * H)
+    (ok, text), (later_ok, _) = _command_results(marmotte)[-2:]
+    assert not ok and "the earliest is Monday 09 November 2026, 11:00 CET" in text
+    assert later_ok
+
+    # bases: "embargo date (typically 72 hours from the issue being opened)".
+    bases = made["bases"]
+    t0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    bases.report(t0)
+    bases.command("/ack\n/confirm\n/state fixing\n/embargo", t0 + 2 * H)
+    row = bases.store.report(bases.report_id)
+    assert row is not None and row["embargo"] == "2026-11-05T12:00+00:00"

@@ -11,11 +11,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from helpers import MAINTAINERS, DaemonProcess, count_rows, imap_config, mail, wait_until
-from servers import ImapAccount, SmtpSink
+from servers import BlackHoleProxy, DovecotServer, ImapAccount, SmtpSink
 
 ROOT = Path(__file__).parent.parent
 
@@ -109,6 +110,48 @@ def test_watchdog_is_petted_while_the_loops_turn(
         time.sleep(2.5)
         assert notify.messages.count("WATCHDOG=1") >= 2, notify.messages[first:]
         daemon.stop()
+
+
+def test_watchdog_stops_when_imap_hangs(
+    tmp_dir: Path,
+    dovecot: DovecotServer,
+    imap_account: ImapAccount,
+    smtp_sink: SmtpSink,
+    notify: NotifySocket,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that accepts connections but never answers: socket timeouts and reconnects go
+    on, but no round trip completes, so WATCHDOG=1 stops (and systemd would restart us)."""
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # a ping every 0.5 s, silence after 2 s
+    with BlackHoleProxy(dovecot.host, dovecot.port) as proxy:
+        config = imap_config(tmp_dir, replace(imap_account, port=proxy.port), smtp_sink)
+        config.path.write_text(
+            config.path.read_text().replace('connect_timeout = "10s"', 'connect_timeout = "3s"')
+        )
+
+        def pings() -> int:
+            return notify.messages.count("WATCHDOG=1")
+
+        with DaemonProcess(config.path, tmp_dir / "d.log") as daemon:
+            notify.wait_for("READY=1")
+            wait_until(lambda: pings() >= 3, what="WATCHDOG=1 while healthy")
+            proxy.black_hole()
+            wait_until(
+                lambda: any(m.startswith("STATUS=mailbox unavailable") for m in notify.messages),
+                timeout=30,
+                what="STATUS=mailbox unavailable",
+            )
+            silent_from = pings()
+            # Two more tries that time out: each one used to count as the loop turning.
+            daemon.wait_for_log("mailbox still unavailable (try 3)", timeout=60)
+            assert pings() == silent_from, notify.messages[-10:]
+            assert "no progress in intake" in daemon.log()
+            # The server answers again: round trips complete, the pings come back.
+            proxy.forward()
+            wait_until(lambda: pings() > silent_from, timeout=60, what="WATCHDOG=1 again")
+            statuses = [m for m in notify.messages if m.startswith("STATUS=")]
+            assert statuses[-1].startswith("STATUS=reading imap+plain://"), statuses[-3:]
+            assert daemon.stop() == 0
 
 
 def test_sigterm_in_the_middle_of_a_batch_loses_nothing(

@@ -1,4 +1,5 @@
-"""The command line: `triaged run`, `check`, `reports`, `show`, `demo`."""
+"""The command line: `triaged run`, `check`, `reports`, `show`, `deadlines`, `digest`, `backup`,
+`demo`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -16,8 +18,8 @@ from triaged import __version__
 from triaged.config import Config, config_path, load
 from triaged.errors import AlreadyRunning, ConfigError, MailboxError, TransportError
 from triaged.logs import setup_logging
-from triaged.store import Store
-from triaged.views import report_detail, report_list
+from triaged.store import Store, parse_ts
+from triaged.views import deadline_list, report_detail, report_list
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 1
@@ -184,6 +186,68 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (timestamps in UTC).")
+@click.pass_context
+def deadlines(ctx: click.Context, as_json: bool) -> None:
+    """List the running deadlines of the open reports, overdue first, then by due time.
+
+    Due times are shown in the project's time zone. Clocks paused while waiting on the
+    reporter, met or stopped are not listed.
+
+    Example: triaged deadlines --json
+    """
+    from triaged.durations import span
+
+    config = _config(ctx)
+    store = Store(config.database)
+    now = datetime.now(UTC)
+    rows = deadline_list(store, now)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no deadlines running")
+        return
+    zone = config.project.timezone
+    click.echo(f"{'DUE':<26} {'WHEN':<30} {'ID':<9} {'CLOCK':<12} TITLE")
+    for row in rows:
+        due = parse_ts(row["due_at"])
+        left = span(due - now)
+        when = f"OVERDUE by {left}" if row["overdue"] else f"in {left}"
+        click.echo(
+            f"{due.astimezone(zone).strftime('%a %Y-%m-%d %H:%M %Z'):<26} {when:<30} "
+            f"{row['report_id']:<9} {row['clock']:<12} {row['title'][:60]}"
+        )
+
+
+@main.command()
+@click.option("--print", "to_stdout", is_flag=True, help="Print the digest; send nothing.")
+@click.pass_context
+def digest(ctx: click.Context, to_stdout: bool) -> None:
+    """Make the team's digest now: into the outbox (the daemon sends it), or with --print to
+    the terminal only.
+
+    Example: triaged digest --print
+    """
+    from triaged import digest as digests
+    from triaged.compose import Composer
+    from triaged.outbox import enqueue
+
+    config = _config(ctx)
+    store = Store(config.database)
+    now = datetime.now(UTC)
+    composer = Composer(config)
+    if to_stdout:
+        click.echo(digests.render(config, digests.build(store, config, now), composer), nl=False)
+        return
+    with store.transaction():
+        outgoing = digests.compose(config, store, composer, now)
+        enqueue(store, outgoing, now)
+    recipients = ", ".join(out.recipient for out in outgoing)
+    click.echo(f"digest queued in the outbox for {recipients}; the daemon sends it")
+
+
+@main.command()
 @click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--overwrite", is_flag=True, help="Replace TARGET if it exists.")
 @click.pass_context
@@ -236,3 +300,72 @@ def demo(directory: Path) -> None:
             click.echo(line)
 
     _run_daemon(config, on_intake)
+
+
+@main.command()
+@click.argument("report_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "osv"]),
+    default="markdown",
+    show_default=True,
+    help="A Markdown advisory, or an OSV JSON record.",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE instead of standard output.",
+)
+@click.pass_context
+def advisory(ctx: click.Context, report_id: str, fmt: str, output: Path | None) -> None:
+    """Draft a report's advisory from its fields; what to check goes to stderr.
+
+    Example: triaged advisory k7f3q9xm --format osv --output advisory.json
+    """
+    from triaged.advisory import draft
+
+    config = _config(ctx)
+    store = Store(config.database)
+    row = store.report(report_id.lower().lstrip("#"))
+    if row is None:
+        _fail(f"no report {report_id}", 1)
+    drafted = draft(dict(row), config, datetime.now(UTC))
+    text = drafted.markdown if fmt == "markdown" else drafted.osv_json()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"advisory {drafted.id} ({fmt}) written to {output}", err=True)
+    for gap in drafted.gaps:
+        click.echo(f"check: {gap}", err=True)
+
+
+@main.command("hall-of-fame")
+@click.pass_context
+def hall_of_fame(ctx: click.Context) -> None:
+    """Markdown crediting the reporters of disclosed reports, newest first, for SECURITY.md.
+
+    Example: triaged hall-of-fame > hall-of-fame.md
+    """
+    from triaged import halloffame
+
+    config = _config(ctx)
+    store = Store(config.database)
+    click.echo(halloffame.render(halloffame.disclosed(store), config), nl=False)
+
+
+@main.command("security-txt")
+@click.pass_context
+def security_txt(ctx: click.Context) -> None:
+    """The project's security.txt (RFC 9116) from [security_txt]; notes go to stderr.
+
+    Example: triaged security-txt > /var/www/.well-known/security.txt
+    """
+    from triaged import securitytxt
+
+    config = _config(ctx)
+    now = datetime.now(UTC)
+    click.echo(securitytxt.render(config, now), nl=False)
+    for note in securitytxt.notes(config, now):
+        click.echo(f"note: {note}", err=True)

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from triaged import auth
+from triaged import auth, disclosure
 from triaged import deadlines as dl
 from triaged import workflow as wf
 from triaged.compose import Composer, Outgoing
 from triaged.config import Config
 from triaged.dispatch import Dispatcher
-from triaged.durations import add
+from triaged.durations import add, span
 from triaged.outbox import enqueue
 from triaged.store import Store, parse_ts, ts
 
@@ -38,6 +38,7 @@ LABELS = {
     dl.RESPOND: "Detailed response",
     dl.RESOLVE: "Resolve",
     dl.UPDATE: "Reporter update",
+    dl.EMBARGO: "Embargo",
 }
 MEETS = {
     dl.ACKNOWLEDGE: ("/ack", "acknowledges the report (the reporter hears from you with /reply)."),
@@ -59,16 +60,6 @@ PUBLIC_STATES = {
 }
 BATCH = 200
 _RETRY_AFTER_ERROR = timedelta(minutes=5)
-
-
-def span(delta: timedelta) -> str:
-    """A length of time as people say it: "2 days 3 hours", "45 minutes"."""
-    minutes = int(abs(delta).total_seconds() // 60)
-    days, rest = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(rest, 60)
-    parts = [(days, "day"), (hours, "hour")] if days else [(hours, "hour"), (minutes, "minute")]
-    words = [f"{n} {unit}{'' if n == 1 else 's'}" for n, unit in parts if n]
-    return " ".join(words) or "less than a minute"
 
 
 class ClockRunner:
@@ -157,7 +148,10 @@ class ClockRunner:
                 else:
                     log.info("clocks: report %s has no reporter address: no update", report_id)
             else:
-                mails = self._maintainer_notice(report, clock, notice, now)
+                if notice.clock == dl.EMBARGO:
+                    mails = self._embargo_notice(report, clock, notice, now)
+                else:
+                    mails = self._maintainer_notice(report, clock, notice, now)
                 self.store.event(
                     report_id, now, "clock_notice", key=notice.key, clock=notice.clock,
                     notice=notice.kind,
@@ -257,6 +251,60 @@ class ClockRunner:
                 to=address,
                 subject=subject,
                 template="clock_notice.txt",
+                context={**context, "escalation_contact": address not in members},
+                now=now,
+                report_id=str(report["id"]),
+                auto="auto-generated",
+                reply_to=(
+                    self.dispatcher.reply_to(str(report["id"]), address)
+                    if address in members
+                    else None
+                ),
+            )
+            for address in recipients
+        ]
+
+    def _embargo_notice(
+        self, report: sqlite3.Row, clock: dl.Clock, notice: dl.Notice, now: datetime
+    ) -> list[Outgoing]:
+        """Before the embargo ends, a reminder to the handler (else every maintainer); when it
+        ends, "publish now" to every maintainer; each overdue repeat also to `escalate_to`."""
+        members = self.config.maintainers.members
+        recipients: list[str]
+        if notice.kind == "remind" and report["handler"] in members:
+            recipients = [str(report["handler"])]
+        else:
+            recipients = list(members)
+        escalate_to = self.config.policy.escalate_to
+        if notice.kind == "overdue" and escalate_to and escalate_to not in recipients:
+            recipients.append(escalate_to)
+        assert clock.due is not None
+        ends = self.composer.when(clock.due)
+        subject = {
+            "remind": f"Reminder: the embargo ends {ends}",
+            "escalate": f"Publish now: the embargo ended {ends}",
+            "overdue": f"Still not disclosed: the embargo ended {ends}",
+        }[notice.kind]
+        credit = disclosure.credit_words(dict(report))
+        context = {
+            "notice": notice.kind,
+            "ends": ends,
+            "left": span(clock.due - now),
+            "set_at": self.composer.when(clock.started),
+            "title": report["title"],
+            "state": report["state"],
+            "fixed_in": report["fixed_in"],
+            "cves": ", ".join(json.loads(report["cves"] or "[]")),
+            "handler": report["handler"],
+            "credit": credit,
+            "fixed": report["state"] == wf.FIXED,
+        }
+        return [
+            self.composer.build(
+                kind="clock",
+                to=address,
+                subject=subject,
+                template="embargo_notice.txt",
                 context={**context, "escalation_contact": address not in members},
                 now=now,
                 report_id=str(report["id"]),

@@ -11,17 +11,21 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from cvss import CVSS3, CVSS4
 from cvss.exceptions import CVSSError
 
+from triaged import disclosure
 from triaged import workflow as wf
+from triaged.advisory import draft
 from triaged.compose import Composer, Outgoing
 from triaged.config import SEVERITIES, Config
+from triaged.durations import add
 from triaged.message import clean_header_text
-from triaged.store import Store, ts
+from triaged.store import Store, parse_ts, ts
+from triaged.versions import only_unsupported
 
 _CVE = re.compile(r"^CVE-\d{4}-\d{4,19}$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
@@ -88,9 +92,11 @@ class Context:
             (target, current, ts(self.now), self.report_id),
         )
         self.event("state", old=current, new=target, **detail)
+        if target == wf.DISCLOSED:
+            self.set("disclosed_at", ts(self.now))
         if target in wf.REPORTER_TOLD:
             self.tell_reporter(f"reporter_{target}.txt", f"Your report is {target}", **detail)
-        return done(f"state: {current} -> {target}")
+        return done(f"state: {current} -> {target}" + after_transition(self, target))
 
     def tell_reporter(self, template: str, subject: str, **context: Any) -> bool:
         reporter = self.report["reporter"]
@@ -107,7 +113,7 @@ class Context:
                 to=reporter,
                 subject=subject,
                 template=template,
-                context={"report": self.report, **context},
+                context={"report": self.report, **disclosure_context(self), **context},
                 now=self.now,
                 report_id=self.report_id,
                 in_reply_to=in_reply_to,
@@ -250,6 +256,8 @@ class State(Command):
             return refused("use /duplicate ID")
         if target.lower() == wf.REJECTED:
             return refused("use /reject REASON")
+        if target.lower() == wf.DISCLOSED:
+            return COMMANDS["disclose"].run(ctx, ())
         return ctx.transition(target.lower())
 
 
@@ -311,6 +319,9 @@ class Affects(Command):
         if isinstance(text, Outcome):
             return text
         ctx.set("affected", text)
+        if only_unsupported(text, ctx.config):
+            lines = ", ".join(ctx.config.package.supported)
+            return done(f"affects: {text}\nnote: only unsupported versions (supported: {lines})")
         return done(f"affects: {text}")
 
 
@@ -355,23 +366,195 @@ class Cve(Command):
 @register
 class Embargo(Command):
     name = "embargo"
-    arguments = "YYYY-MM-DD"
-    description = "set the embargo (planned disclosure) date"
+    arguments = "YYYY-MM-DD | +DURATION | none"
+    description = (
+        "set the embargo: when the announcement is planned (a date, a date and time, or +72h"
+        " from now; none clears it; alone: the policy's embargo_default); the reporter is told"
+    )
     example = "/embargo 2026-12-01"
 
     def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
-        value = _one(args, "a date")
-        if isinstance(value, Outcome):
-            return value
-        try:
-            day = date.fromisoformat(value)
-        except ValueError:
-            return refused(f"{clean_header_text(value, 40)!r} is not a date (YYYY-MM-DD)")
-        today = ctx.now.astimezone(ctx.config.project.timezone).date()
-        if day < today:
-            return refused(f"{day} is in the past")
-        ctx.set("embargo", day.isoformat())
-        return done(f"embargo: {day}")
+        if len(args) > 1:
+            return refused("takes one argument: YYYY-MM-DD, YYYY-MM-DDTHH:MM, +DURATION or none")
+        report = ctx.report
+        if report["state"] in wf.TERMINAL or report["state"] == wf.DISCLOSED:
+            return refused(f"the report is {report['state']}: an embargo no longer applies")
+        policy, when = ctx.config.policy, ctx.composer.when
+        tz = policy.calendar.timezone
+        current = disclosure.embargo_end(report["embargo"], tz)
+        previous = when(current) if current else None
+        if args and args[0].lower() == "none":
+            if report["embargo"] is None:
+                return refused("no embargo is set")
+            ctx.set("embargo", None)
+            ctx.tell_reporter(
+                "reporter_embargo.txt",
+                "The planned disclosure date is withdrawn",
+                previous=previous,
+            )
+            return done("embargo: none (the reporter is told the date is withdrawn)")
+        allowed = disclosure.window(ctx.now, fixed_at(ctx), policy, when)
+        if allowed.latest is not None and allowed.earliest > allowed.latest:
+            return refused(
+                f"the policy allows no date now: the earliest, {when(allowed.earliest)}"
+                f" ({allowed.why}), is after the latest, {when(allowed.latest)} (embargo_max)"
+            )
+        note = ""
+        if args:
+            try:
+                requested = disclosure.parse_request(args[0], ctx.now, policy)
+            except ValueError as exc:
+                return refused(clean_header_text(str(exc), 200))
+        elif policy.embargo_default is not None:
+            default_end = add(ctx.now, policy.embargo_default, policy.calendar)
+            requested = disclosure.at_instant(max(default_end, allowed.earliest), tz)
+            note = f" ({policy.embargo_default.human()} from now: embargo_default)"
+            if default_end < allowed.earliest:
+                note = " (the earliest the policy allows, later than embargo_default)"
+        else:
+            return refused(
+                "needs a date (YYYY-MM-DD) or +DURATION: the policy has no embargo_default"
+            )
+        end = requested.end
+        if end <= ctx.now:
+            return refused(
+                f"the embargo would have ended {when(end)}, which is past;"
+                " /disclose once the issue is public"
+            )
+        if end < allowed.earliest:
+            day = disclosure.first_allowed_date(allowed.earliest, tz)
+            local = allowed.earliest.astimezone(tz)
+            exact = (
+                f" (or /embargo {local.strftime('%Y-%m-%dT%H:%M')})" if local.date() != day else ""
+            )
+            return refused(
+                f"{when(end)} is earlier than the policy allows: the earliest is"
+                f" {when(allowed.earliest)}, {allowed.why}; /embargo {day}{exact} or later"
+            )
+        if allowed.latest is not None and end > allowed.latest:
+            cap = policy.embargo_max.human() if policy.embargo_max else ""
+            return refused(
+                f"{when(end)} is later than the policy allows: an embargo lasts at most {cap}"
+                f" from when it is set (embargo_max), so it must end by {when(allowed.latest)}"
+            )
+        if requested.stored == report["embargo"]:
+            return refused(f"the embargo already ends {when(end)}")
+        ctx.set("embargo", requested.stored)
+        ctx.tell_reporter(
+            "reporter_embargo.txt", f"Planned disclosure: {when(end)}", previous=previous
+        )
+        asked = ask_credit_once(ctx)
+        told = "the reporter is told" + ("; asked how to credit them" if asked else "")
+        return done(f"embargo: ends {when(end)}{note} ({told})")
+
+
+@register
+class Disclose(Command):
+    name = "disclose"
+    arguments = "[early]"
+    description = (
+        "the fix and the announcement are public (fixed -> disclosed; the reporter is told);"
+        " refused before the embargo ends or the policy's disclose_after_fix, unless early"
+    )
+    example = "/disclose"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        early = len(args) == 1 and args[0].lower() == "early"
+        if args and not early:
+            return refused('takes no argument, or "early" when the issue is public already')
+        report, policy, when = ctx.report, ctx.config.policy, ctx.composer.when
+        if report["state"] == wf.FIXED and not early:
+            end = disclosure.embargo_end(report["embargo"], policy.calendar.timezone)
+            if end is not None and end > ctx.now:
+                return refused(
+                    f"the embargo ends {when(end)}: /disclose early if the issue is public"
+                    " already, or move the date with /embargo"
+                )
+            fixed, after = fixed_at(ctx), policy.disclose_after_fix
+            if fixed is not None and after is not None:
+                allowed = add(fixed, after, policy.calendar)
+                if allowed > ctx.now:
+                    return refused(
+                        f"the policy allows the announcement from {when(allowed)},"
+                        f" {after.human()} after the fix (disclose_after_fix): /disclose early"
+                        " if the issue is public already"
+                    )
+        if early:
+            return ctx.transition(wf.DISCLOSED, early=True)
+        return ctx.transition(wf.DISCLOSED)
+
+
+def fixed_at(ctx: Context) -> datetime | None:
+    """When the report became fixed (the latest time, not counting a /reopen into fixed);
+    None unless it is fixed or disclosed now."""
+    if ctx.report["state"] not in (wf.FIXED, wf.DISCLOSED):
+        return None
+    rows = ctx.store.all(
+        "SELECT at, detail FROM events WHERE report_id = ? AND kind = 'state' ORDER BY id DESC",
+        (ctx.report_id,),
+    )
+    for row in rows:
+        detail = json.loads(row["detail"] or "{}")
+        if detail.get("new") == wf.FIXED and not detail.get("reopened"):
+            return parse_ts(str(row["at"]))
+    return None
+
+
+def ask_credit_once(ctx: Context) -> bool:
+    """Asks the reporter how to credit them, once per report, unless they (or a maintainer)
+    already said; the `credit_asked` event marks it. True when the question went out."""
+    report = ctx.report
+    if disclosure.credit_words(report)["kind"] != "none":
+        return False
+    asked = ctx.store.one(
+        "SELECT 1 FROM events WHERE report_id = ? AND kind = 'credit_asked'", (ctx.report_id,)
+    )
+    if asked is not None:
+        return False
+    if not ctx.tell_reporter("reporter_credit.txt", "How would you like to be credited?"):
+        return False
+    ctx.event("credit_asked")
+    return True
+
+
+def after_transition(ctx: Context, target: str) -> str:
+    """What becoming `target` adds to the transcript: once fixed, the credit question and the
+    embargo the policy allows."""
+    if target != wf.FIXED:
+        return ""
+    notes = []
+    if ask_credit_once(ctx):
+        notes.append("the reporter is asked how to credit them")
+    policy, when = ctx.config.policy, ctx.composer.when
+    allowed = disclosure.window(ctx.now, ctx.now, policy, when)
+    end = disclosure.embargo_end(ctx.report["embargo"], policy.calendar.timezone)
+    if end is not None and end < allowed.earliest:
+        day = disclosure.first_allowed_date(allowed.earliest, policy.calendar.timezone)
+        notes.append(
+            f"the embargo ends {when(end)}, earlier than the policy allows now that the fix is"
+            f" out ({allowed.why}): /embargo {day} or later"
+        )
+    elif end is None and policy.embargo_default is not None:
+        proposed = max(add(ctx.now, policy.embargo_default, policy.calendar), allowed.earliest)
+        notes.append(
+            f"no embargo yet: /embargo alone sets one ending {when(proposed)}"
+            f" ({policy.embargo_default.human()}, embargo_default)"
+        )
+    elif end is None and policy.disclose_after_fix is not None:
+        notes.append(f"the announcement may come from {when(allowed.earliest)} ({allowed.why})")
+    return "".join(f"\nnote: {note}" for note in notes)
+
+
+def disclosure_context(ctx: Context) -> dict[str, Any]:
+    """What every mail to the reporter may say of the disclosure: the planned date in the
+    project's time zone, and how they are credited."""
+    report = ctx.report
+    end = disclosure.embargo_end(report["embargo"], ctx.config.project.timezone)
+    return {
+        "embargo_ends": ctx.composer.when(end) if end else None,
+        "embargo_over": end is not None and end <= ctx.now,
+        "credit": disclosure.credit_words(report),
+    }
 
 
 @register
@@ -393,8 +576,21 @@ class Credit(Command):
             "by": ctx.actor,
             "at": ts(ctx.now),
         }
-        ctx.set("credit", json.dumps(credit, sort_keys=True))
-        return done("credit: anonymous" if anonymous else f"credit: {name}")
+        old = ctx.set("credit", json.dumps(credit, sort_keys=True))
+        line = "credit: anonymous" if anonymous else f"credit: {name}"
+        return done(line + _overrides_reporter(ctx, old, credit))
+
+
+def _overrides_reporter(ctx: Context, old: str | None, new: dict[str, Any]) -> str:
+    """A transcript note when a maintainer replaces the reporter's own stated choice."""
+    reporter = ctx.report["reporter"]
+    prior = json.loads(old) if old else None
+    if not isinstance(prior, dict) or ctx.actor == reporter or prior.get("by") != reporter:
+        return ""
+    if (prior.get("kind"), prior.get("name")) == (new["kind"], new["name"]):
+        return ""
+    said = "anonymous" if prior.get("kind") == "anonymous" else f'"{prior.get("name")}"'
+    return f"\nnote: this replaces the reporter's own choice ({said})"
 
 
 @register
@@ -505,6 +701,45 @@ class Status(Command):
 
     def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
         return done("status:\n" + summary(ctx.store, ctx.report_id))
+
+
+@register
+class Advisory(Command):
+    name = "advisory"
+    description = "mail the advisory draft (Markdown and OSV JSON) to the team"
+    example = "/advisory"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        if args:
+            return refused("takes no arguments")
+        report = ctx.report
+        advisory = draft(report, ctx.config, ctx.now)
+        recipients = ctx.config.maintainers.notify
+        for address in recipients:
+            ctx.outgoing.append(
+                ctx.composer.build(
+                    kind="advisory",
+                    to=address,
+                    subject=f"Advisory draft {advisory.id}",
+                    template="advisory.txt",
+                    context={
+                        "advisory_id": advisory.id,
+                        "actor": ctx.actor,
+                        "public": report["state"] in (wf.DISCLOSED, wf.CLOSED),
+                        "embargo": report["embargo"],
+                        "gaps": advisory.gaps,
+                        "markdown": advisory.markdown,
+                        "osv": advisory.osv_json(),
+                    },
+                    now=ctx.now,
+                    report_id=ctx.report_id,
+                    auto="auto-generated",
+                    reply_to=ctx.reply_to_for(address),
+                )
+            )
+        ctx.event("advisory_draft", advisory=advisory.id, gaps=len(advisory.gaps))
+        checks = f"; {len(advisory.gaps)} thing(s) to check" if advisory.gaps else ""
+        return done(f"advisory draft {advisory.id} sent to {', '.join(recipients)}{checks}")
 
 
 @register

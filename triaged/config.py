@@ -11,8 +11,8 @@ import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -134,12 +134,26 @@ class PolicyConfig:
     remind_before: tuple[Duration | Share, ...] = ()
     overdue_every: Duration = field(default_factory=lambda: Duration(1, "d"))
     escalate_to: str | None = None
+    # Disclosure: the announcement's minimum delay after the fix, the embargo a bare /embargo
+    # sets, the longest embargo (from when it is set), reminders before the embargo ends.
+    disclose_after_fix: Duration | None = None
+    embargo_default: Duration | None = None
+    embargo_max: Duration | None = None
+    embargo_remind: tuple[Duration | Share, ...] = (Duration(2, "d"),)
 
 
 @dataclass(frozen=True)
 class DigestConfig:
     enabled: bool
     schedule: str  # crontab (minute hour day month weekday), in the project's time zone
+
+
+@dataclass(frozen=True)
+class LivenessConfig:
+    """How long the mailbox may be unreadable, or SMTP keep failing, before the team is told."""
+
+    mailbox_alert_after: Duration = field(default_factory=lambda: Duration(15, "m"))
+    smtp_alert_after: Duration = field(default_factory=lambda: Duration(15, "m"))
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,39 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class PackageConfig:
+    """The software the reports are about, as advisories name it (OSV `affected[].package`)."""
+
+    name: str = ""  # "" = the project's name
+    ecosystem: str | None = None  # an OSV ecosystem: PyPI, npm, crates.io, Go, Maven...
+    repository: str | None = None
+    # The version lines that get security fixes: "1.0.x", "2.x", ">=2.0" (see versions.py).
+    supported: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AdvisoryConfig:
+    id_prefix: str | None = None  # None = the project's name, upper-cased
+    url: str | None = None  # where an advisory is published; "{id}" is its ID
+
+
+@dataclass(frozen=True)
+class SecurityTxtConfig:
+    """RFC 9116: what `triaged security-txt` writes, and when the published file expires."""
+
+    contact: tuple[str, ...] = ()  # after mailto:<project.address>
+    expires_after: Duration = field(default_factory=lambda: Duration(180, "d"))
+    expires: datetime | None = None  # a fixed Expires instead of now + expires_after
+    published_expires: datetime | None = None  # the Expires of the file now online
+    warn_before: Duration = field(default_factory=lambda: Duration(30, "d"))
+    encryption: tuple[str, ...] = ()
+    acknowledgments: tuple[str, ...] = ()
+    policy: tuple[str, ...] = ()
+    preferred_languages: tuple[str, ...] = ()
+    canonical: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     project: ProjectConfig
@@ -173,6 +220,10 @@ class Config:
     auth: AuthConfig
     templates_dir: Path | None
     digest: DigestConfig = field(default_factory=lambda: DigestConfig(True, "0 9 * * mon"))
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    package: PackageConfig = field(default_factory=PackageConfig)
+    advisory: AdvisoryConfig = field(default_factory=AdvisoryConfig)
+    security_txt: SecurityTxtConfig = field(default_factory=SecurityTxtConfig)
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -455,11 +506,18 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
     )
     if policy.overdue_every.seconds <= 0:
         raise loader.error("policy.overdue_every", "must be a positive duration")
+    policy = _disclosure_policy(s, policy)
 
     s = section("digest", required=False)
     digest = DigestConfig(
         enabled=s.get("enabled", bool, True),
         schedule=s.convert("schedule", str, _crontab, "0 9 * * mon"),
+    )
+
+    s = section("liveness", required=False)
+    liveness = LivenessConfig(
+        mailbox_alert_after=_wall_time(s, "mailbox_alert_after", "15m"),
+        smtp_alert_after=_wall_time(s, "smtp_alert_after", "15m"),
     )
 
     s = section("limits", required=False)
@@ -485,6 +543,43 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
             "auth.authserv_id", "the dmarc proof needs the authserv-id of your own mail server"
         )
 
+    s = section("package", required=False)
+    package = PackageConfig(
+        name=s.convert("name", str, _nonempty, project.name),
+        ecosystem=s.convert("ecosystem", str, _nonempty, None),
+        repository=s.convert("repository", str, _web_url, None),
+        supported=tuple(s.convert("supported", list, _supported, [])),
+    )
+
+    s = section("advisory", required=False)
+    advisory = AdvisoryConfig(
+        id_prefix=s.convert("id_prefix", str, _id_prefix, None),
+        url=s.convert("url", str, _web_url, None),
+    )
+
+    s = section("security_txt", required=False)
+    if "expires" in s.data and "expires_after" in s.data:
+        raise loader.error("security_txt.expires", "set expires or expires_after, not both")
+    expires_after = _dur(s, "expires_after", "180d")
+    warn_before = _dur(s, "warn_before", "30d")
+    for name, value in (("expires_after", expires_after), ("warn_before", warn_before)):
+        if value.business_days or value.seconds <= 0:
+            raise loader.error(
+                f"security_txt.{name}", "must be a positive duration in s, m, h, d or w"
+            )
+    security_txt = SecurityTxtConfig(
+        contact=tuple(s.convert("contact", list, _contacts, [])),
+        expires_after=expires_after,
+        expires=s.convert("expires", object, _moment, None),
+        published_expires=s.convert("published_expires", object, _moment, None),
+        warn_before=warn_before,
+        encryption=tuple(s.convert("encryption", list, _encryption, [])),
+        acknowledgments=tuple(s.convert("acknowledgments", list, _https_list, [])),
+        policy=tuple(s.convert("policy", list, _https_list, [])),
+        preferred_languages=tuple(s.convert("preferred_languages", list, _languages, [])),
+        canonical=tuple(s.convert("canonical", list, _https_list, [])),
+    )
+
     s = section("templates", required=False)
     templates_dir = loader.file(s, "directory")
     if templates_dir is not None and not templates_dir.is_dir():
@@ -505,6 +600,10 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         auth=auth,
         templates_dir=templates_dir,
         digest=digest,
+        liveness=liveness,
+        package=package,
+        advisory=advisory,
+        security_txt=security_txt,
         raw=data,
     )
 
@@ -517,6 +616,18 @@ def _dur(section: _Section, key: str, default: str | None) -> Any:
         return parse_duration(value)
     except ValueError as exc:
         raise section.loader.error(section.key(key), str(exc)) from None
+
+
+def _wall_time(section: _Section, key: str, default: str) -> Duration:
+    """A positive duration in plain time (s, m, h, d, w): outages are not counted in workdays."""
+    value: Duration = _dur(section, key, default)
+    if value.business_days:
+        raise section.loader.error(
+            section.key(key), f"'{value}': use s, m, h, d or w here, not business days"
+        )
+    if value.seconds <= 0:
+        raise section.loader.error(section.key(key), "must be a positive duration")
+    return value
 
 
 def _offsets(values: list[Any]) -> list[Duration | Share]:
@@ -558,3 +669,113 @@ def _workdays(values: list[str]) -> frozenset[int]:
 def config_path(option: str | None) -> Path:
     """--config, else $TRIAGED_CONFIG, else /etc/triaged/config.toml."""
     return Path(option or os.environ.get("TRIAGED_CONFIG") or DEFAULT_PATH)
+
+
+# --- disclosure: [package], [advisory], [security_txt] -----------------------------------
+
+_ID_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+
+
+def _nonempty(value: str) -> str:
+    if not value.strip() or value != " ".join(value.split()):
+        raise ValueError(f"{value!r}: must be one line of text without surrounding spaces")
+    return value
+
+
+def _id_prefix(value: str) -> str:
+    if not _ID_PREFIX.match(value):
+        raise ValueError(f"{value!r}: letters, digits and '-', starting with a letter (PYSEC)")
+    return value
+
+
+def _uri(value: Any, schemes: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a list of strings")
+    if not value.startswith(schemes) or len(value.split()) != 1 or value.strip() != value:
+        raise ValueError(f"{value!r} is not a URI starting with {' or '.join(schemes)}")
+    return value
+
+
+def _web_url(value: str) -> str:
+    return _uri(value, ("https://", "http://"))
+
+
+def _https_list(values: list[Any]) -> list[str]:
+    # RFC 9116 2.5: a web URI in security.txt must begin with https://.
+    return [_uri(value, ("https://",)) for value in values]
+
+
+def _contacts(values: list[Any]) -> list[str]:
+    contacts = []
+    for value in values:
+        if isinstance(value, str) and _ADDRESS.match(value):
+            value = f"mailto:{value}"
+        contacts.append(_uri(value, ("mailto:", "https://", "tel:")))
+    return contacts
+
+
+def _encryption(values: list[Any]) -> list[str]:
+    return [_uri(value, ("https://", "openpgp4fpr:", "dns:")) for value in values]
+
+
+def _languages(values: list[Any]) -> list[str]:
+    for value in values:
+        if not isinstance(value, str) or not _LANGUAGE.match(value):
+            raise ValueError(f"{value!r} is not a language tag (en, fr, pt-BR)")
+    return values
+
+
+def _supported(values: list[Any]) -> list[str]:
+    from triaged.versions import check_line
+
+    if not all(isinstance(value, str) for value in values):
+        raise ValueError("must be a list of strings")
+    return [check_line(value) for value in values]
+
+
+def _moment(value: Any) -> datetime:
+    """A TOML date or date-time, or such a string; a date, or no offset, is taken in UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date (2027-06-01) or a date-time") from None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    raise ValueError(f"{value!r} is not a date (2027-06-01) or a date-time")
+
+
+# --- disclosure: [policy] embargo and announcement keys ----------------------------------
+
+
+def _disclosure_policy(section: _Section, policy: PolicyConfig) -> PolicyConfig:
+    """Adds disclose_after_fix, embargo_default, embargo_max and embargo_remind."""
+    values: dict[str, Duration | None] = {}
+    for key in ("disclose_after_fix", "embargo_default", "embargo_max"):
+        value: Duration | None = _dur(section, key, None)
+        if value is not None and value.seconds <= 0:
+            raise section.loader.error(section.key(key), "must be a positive duration")
+        values[key] = value
+    cap = values["embargo_max"]
+    for key in ("disclose_after_fix", "embargo_default"):
+        value = values[key]
+        # Business days have no fixed length: those are checked when an embargo is set.
+        if (
+            cap is not None
+            and value is not None
+            and not (cap.business_days or value.business_days)
+            and value.seconds > cap.seconds
+        ):
+            raise section.loader.error(
+                section.key(key), f"'{value}' is longer than embargo_max ('{cap}')"
+            )
+    return replace(
+        policy,
+        disclose_after_fix=values["disclose_after_fix"],
+        embargo_default=values["embargo_default"],
+        embargo_max=cap,
+        embargo_remind=tuple(section.convert("embargo_remind", list, _offsets, ["2d"])),
+    )

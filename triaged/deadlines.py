@@ -18,6 +18,9 @@ Happenings (kinds)
     reporter_wrote  the wait is over (the reporter, or another participant, wrote).
     severity        the severity was set; `value` is the new one (None when cleared).
     update_sent     the runner sent a periodic update to the reporter.
+    embargo         the embargo was set; `value` is the stored end (see triaged/disclosure.py),
+                    None when it was cleared.
+    disclosed       the report was disclosed (its `disclosed_at` was set).
 
 Clocks
     acknowledge  from "received" until the first ack, reply, confirmed or rejected (a
@@ -38,6 +41,13 @@ Clocks
                  "update_sent", a "reply", or a state mail ("confirmed"; "rejected" and
                  "fixed" end the clock anyway). It is never "met": it stops (`stopped_at`) at
                  "fixed" or a terminal state, and resumes on "unfixed" from the last contact.
+    embargo      from the latest "embargo" happening until the embargo's end (its due time);
+                 met at "disclosed". Moving the date moves the due time under the same keys,
+                 so nothing already sent is sent again; but a date set once the previous end
+                 has passed (the team postponed the announcement) starts a new round
+                 ("embargo#2"), with its own reminders and "publish now". Cleared: no clock.
+                 A terminal state stops it; /reopen starts a new round if it is still unmet.
+                 Not a policy promise with a duration: it exists only while an embargo is set.
 
 Pauses: between "waiting" and the next "reporter_wrote", respond and update are paused (never
 acknowledge or resolve). A pause that begins before the clock's due time moves the due time
@@ -53,10 +63,11 @@ back to a state before "fixed"), and acknowledge restarts too if it had never be
 of a later cycle have `cycle` 2, 3, ... and their notice keys say so ("respond#2:escalate").
 
 Notices (`notices_due`), for each clock neither met, stopped nor paused:
-    "<key>:remind:<offset>"  `offset` before the due time, for each offset of `remind_before`;
+    "<key>:remind:<offset>"  `offset` before the due time, for each offset of `remind_before`
+                             (of `embargo_remind` for the embargo clock);
                              none when it would come at or before the clock's start, and none
                              once the due time has passed (the escalation supersedes it).
-    "<key>:escalate"         at the due time.
+    "<key>:escalate"         at the due time (for the embargo: "publish now").
     "<key>:overdue:<n>"      n * overdue_every after the due time, n = 1, 2, ...
     "<key>:<n>"              (update clock, e.g. "update:7") at its due time; n = periodic
                              updates sent so far + 1, so the runner must record an
@@ -79,6 +90,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from triaged import workflow as wf
+from triaged.disclosure import embargo_end
 from triaged.durations import Calendar, Duration, Share, add
 from triaged.store import parse_ts
 
@@ -90,6 +102,8 @@ RESPOND = "respond"
 RESOLVE = "resolve"
 UPDATE = "update"
 CLOCK_NAMES = (ACKNOWLEDGE, RESPOND, RESOLVE, UPDATE)
+# Not a duration of the policy: it runs while an embargo is set, after the others.
+EMBARGO = "embargo"
 
 # Happening kinds.
 RECEIVED = "received"
@@ -105,6 +119,8 @@ WAITING = "waiting"
 REPORTER_WROTE = "reporter_wrote"
 SEVERITY = "severity"
 UPDATE_SENT = "update_sent"
+EMBARGO_SET = "embargo"
+DISCLOSED = "disclosed"
 
 _ACKS = frozenset({ACK, REPLY, CONFIRMED, REJECTED})
 _CONTACTS = frozenset({UPDATE_SENT, REPLY, CONFIRMED, REJECTED, FIXED})
@@ -131,6 +147,7 @@ class ClockPolicy:
     remind_before: tuple[Duration | Share, ...] = ()
     overdue_every: Duration = _ONE_DAY
     calendar: Calendar = field(default_factory=lambda: Calendar(ZoneInfo("UTC")))
+    embargo_remind: tuple[Duration | Share, ...] = (Duration(2, "d"),)
 
     @classmethod
     def from_config(cls, policy: PolicyConfig) -> ClockPolicy:
@@ -142,7 +159,11 @@ class ClockPolicy:
             remind_before=policy.remind_before,
             overdue_every=policy.overdue_every,
             calendar=policy.calendar,
+            embargo_remind=policy.embargo_remind,
         )
+
+    def reminders(self, name: str) -> tuple[Duration | Share, ...]:
+        return self.embargo_remind if name == EMBARGO else self.remind_before
 
     def duration(self, name: str, severity: str | None = None) -> Duration | None:
         if name == ACKNOWLEDGE:
@@ -159,7 +180,7 @@ class ClockPolicy:
 
 @dataclass(frozen=True)
 class Clock:
-    name: str  # "acknowledge" | "respond" | "resolve" | "update"
+    name: str  # "acknowledge" | "respond" | "resolve" | "update" | "embargo"
     started: datetime  # update: the last contact (or the cycle's start)
     due: datetime | None  # None while paused
     met_at: datetime | None
@@ -222,6 +243,10 @@ def _kinds(kind: str, detail: dict[str, Any]) -> list[tuple[str, str | None]]:
             return [(SEVERITY, None if new is None else str(new))]
         if name == "waiting":
             return [(WAITING, None)] if new else [(REPORTER_WROTE, None)]
+        if name == "embargo":
+            return [(EMBARGO_SET, str(new) if new else None)]
+        if name == "disclosed_at":
+            return [(DISCLOSED, None)] if new else []
         return []
     if kind != "state":
         return []
@@ -247,7 +272,8 @@ def parse_happenings(events: Iterable[Mapping[str, Any]]) -> list[Happening]:
     """Rows of the events table (at, kind, detail) as Happenings, in the rows' order.
 
     Event kinds: "received"; "reply"; "update_sent"; "followup" and "waiting_over" (the
-    reporter wrote); "set" of severity or waiting (1: "waiting", 0: "reporter_wrote"); "state"
+    reporter wrote); "set" of severity or waiting (1: "waiting", 0: "reporter_wrote"), of
+    embargo ("embargo" with the new value) and of disclosed_at ("disclosed"); "state"
     (acknowledged: "ack", confirmed, rejected (+ "closed"), fixed, fixing after fixed:
     "unfixed", closed / duplicate / spam: "closed", and detail reopened=true: "reopened" with
     the new state). Every other event is ignored.
@@ -283,6 +309,60 @@ class _Run:
     @property
     def ended(self) -> datetime | None:
         return self.met_at or self.stopped_at
+
+
+@dataclass
+class _Embargo:
+    """The embargo clock while the happenings are replayed."""
+
+    value: str | None = None
+    started: datetime | None = None
+    due: datetime | None = None  # the end of the latest embargo set, kept when it is cleared
+    cycle: int = 0
+    met_at: datetime | None = None
+    stopped_at: datetime | None = None
+    disclosed_at: datetime | None = None
+
+    def set(self, at: datetime, value: str | None, calendar: Calendar) -> None:
+        due = embargo_end(value, calendar.timezone)
+        if due is None:
+            self.value = None
+            return
+        ended = self.met_at is not None or self.stopped_at is not None
+        if self.cycle == 0 or ended or (self.due is not None and self.due <= at):
+            self.cycle += 1
+            self.met_at = self.stopped_at = None
+        self.value, self.started, self.due = value, at, due
+        if self.disclosed_at is not None:
+            self.met_at = at
+
+    def disclosed(self, at: datetime) -> None:
+        self.disclosed_at = at
+        if self.value is not None and self.met_at is None and self.stopped_at is None:
+            self.met_at = at
+
+    def stop(self, at: datetime) -> None:
+        if self.value is not None and self.met_at is None and self.stopped_at is None:
+            self.stopped_at = at
+
+    def reopen(self, at: datetime) -> None:
+        if self.value is not None and self.met_at is None and self.stopped_at is not None:
+            self.cycle += 1
+            self.stopped_at = None
+            self.started = at
+
+    def clock(self) -> Clock | None:
+        if self.value is None or self.started is None:
+            return None
+        return Clock(
+            name=EMBARGO,
+            started=self.started,
+            due=self.due,
+            met_at=self.met_at,
+            paused=False,
+            stopped_at=self.stopped_at,
+            cycle=self.cycle,
+        )
 
 
 @dataclass
@@ -326,7 +406,8 @@ def _schedule(
 
 
 def clocks(happenings: Sequence[Happening], policy: ClockPolicy, now: datetime) -> list[Clock]:
-    """The report's clocks as of `now` (later happenings are ignored), in CLOCK_NAMES order.
+    """The report's clocks as of `now` (later happenings are ignored), in CLOCK_NAMES order,
+    then the embargo clock while an embargo is set.
 
     A clock the policy does not have is absent; so is resolve without a duration for the
     report's severity, and every clock when the report has no "received" happening.
@@ -344,6 +425,7 @@ def clocks(happenings: Sequence[Happening], policy: ClockPolicy, now: datetime) 
     updates_sent = 0
     last_contact = received
     pauses: list[_Pause] = []
+    embargo = _Embargo()
 
     for h in history:
         if h.at < received:
@@ -369,8 +451,13 @@ def clocks(happenings: Sequence[Happening], policy: ClockPolicy, now: datetime) 
             for name in restart:
                 runs[name] = _Run(name, h.at, cycle)
             last_contact = h.at
+            embargo.reopen(h.at)
         if closed:
             continue
+        if kind == EMBARGO_SET:
+            embargo.set(h.at, h.value, policy.calendar)
+        elif kind == DISCLOSED:
+            embargo.disclosed(h.at)
         if kind in _CONTACTS:
             last_contact = h.at
         if kind == UPDATE_SENT:
@@ -396,6 +483,7 @@ def clocks(happenings: Sequence[Happening], policy: ClockPolicy, now: datetime) 
             for run in runs.values():
                 if run.open:
                     run.stopped_at = h.at
+            embargo.stop(h.at)
 
     out: list[Clock] = []
     for name in CLOCK_NAMES:
@@ -426,6 +514,9 @@ def clocks(happenings: Sequence[Happening], policy: ClockPolicy, now: datetime) 
                 updates_sent=updates_sent if name == UPDATE else 0,
             )
         )
+    embargo_clock = embargo.clock()
+    if embargo_clock is not None:
+        out.append(embargo_clock)
     return out
 
 
@@ -492,7 +583,7 @@ def notices_due(
             continue
         if due > now:
             reminders = []
-            for offset in policy.remind_before:
+            for offset in policy.reminders(clock.name):
                 at = _before(due, offset, policy.calendar, clock.started)
                 if at > clock.started:
                     reminders.append(Notice(f"{prefix}:remind:{offset}", clock.name, "remind", at))
@@ -518,7 +609,7 @@ def next_notice_at(clocks: Sequence[Clock], policy: ClockPolicy, now: datetime) 
         if due > now:
             candidates.append(due)
             if clock.name != UPDATE:
-                for offset in policy.remind_before:
+                for offset in policy.reminders(clock.name):
                     at = _before(due, offset, policy.calendar, clock.started)
                     if now < at and at > clock.started:
                         candidates.append(at)

@@ -121,3 +121,13 @@ def add(start: datetime, duration: Duration, calendar: Calendar) -> datetime:
             remaining -= 1
     naive = datetime.combine(day, clock)
     return naive.replace(tzinfo=calendar.timezone)
+
+
+def span(delta: timedelta) -> str:
+    """A length of time as people say it: "2 days 3 hours", "45 minutes"."""
+    minutes = int(abs(delta).total_seconds() // 60)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(rest, 60)
+    parts = [(days, "day"), (hours, "hour")] if days else [(hours, "hour"), (minutes, "minute")]
+    words = [f"{n} {unit}{'' if n == 1 else 's'}" for n, unit in parts if n]
+    return " ".join(words) or "less than a minute"

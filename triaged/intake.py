@@ -106,7 +106,21 @@ class IntakeRunner:
                 )
 
     def run_once(self, now: datetime) -> int:
-        """Handles everything waiting in the mailbox; returns how many messages were handled."""
+        """Handles everything waiting in the mailbox; returns how many messages were handled.
+
+        Looks again after a pass that handled anything: mail that arrived during the pass may
+        have been announced in the answer to one of its commands (FETCH, MOVE), and IDLE only
+        reports what is new after that, so it would wait for the next new message.
+        """
+        handled = 0
+        while not self.stop.is_set():
+            done = self._pass(now)
+            if not done:
+                break
+            handled += done
+        return handled
+
+    def _pass(self, now: datetime) -> int:
         monotonic = time.monotonic()
         pending = [
             env

@@ -27,6 +27,8 @@ class OutboxRunner:
         self.config = config
         self.blocked_until: datetime | None = None
         self.outage_failures = 0
+        # The last temporary failure (4xx or connection trouble) of the latest pass, if any.
+        self.error: str | None = None
 
     def retry_delay(self, attempts: int) -> timedelta:
         delay = self.config.retry_initial.seconds * 2 ** max(attempts - 1, 0)
@@ -34,6 +36,7 @@ class OutboxRunner:
 
     def run_once(self, now: datetime, limit: int = 500) -> int:
         """Sends the rows that are due; returns how many were accepted by the server."""
+        self.error = None
         if self.blocked_until is not None and now < self.blocked_until:
             return 0
         rows = self.store.all(
@@ -47,10 +50,12 @@ class OutboxRunner:
             try:
                 self.transport.send(row["envelope_from"], row["recipient"], row["raw"])
             except ConnectionFailure as exc:
+                self.error = str(exc)
                 self._temporary(row, now, str(exc))
                 self._outage(now, str(exc))
                 break
             except TemporaryFailure as exc:
+                self.error = str(exc)
                 self._temporary(row, now, str(exc))
                 continue
             except PermanentFailure as exc:

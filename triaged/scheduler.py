@@ -3,7 +3,9 @@
 - a clock pass every minute, and one at start so a daemon that was down catches up;
 - an outbox look every 30 seconds (retries whose time came);
 - the digest on the crontab of `[digest] schedule`, in the project's time zone; one missed
-  while the daemon was down is sent at start (once), never several.
+  while the daemon was down is sent at start (once), never several;
+- a look at the published security.txt's Expires every 6 hours (and at start): the team is
+  warned once before it passes.
 
 Jobs run one at a time on one worker thread, each with its own database connection. The
 scheduler only wakes the work: what is due is decided from SQLite (the clocks' `next_at`,
@@ -16,6 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -23,7 +26,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from triaged.clocks import ClockRunner
+from triaged.compose import Composer
 from triaged.config import Config
+from triaged.outbox import enqueue
 from triaged.store import Store, parse_ts, ts
 
 log = logging.getLogger("triaged.scheduler")
@@ -96,6 +101,9 @@ class Scheduler:
             IntervalTrigger(seconds=OUTBOX_LOOK_EVERY.total_seconds()),
             id="outbox",
         )
+        self.scheduler.add_job(
+            self.security_txt_pass, IntervalTrigger(hours=6), id="security-txt", next_run_time=now
+        )
         self._schedule_digest(now)
         self.scheduler.start()
 
@@ -146,31 +154,47 @@ class Scheduler:
         return sent
 
     def digest_pass(self) -> bool:
+        """Queues the digest when a slot of its schedule passed without one."""
         # Imported here: the digest module builds on the clocks' tables, not the reverse.
-        from triaged.compose import Composer
         from triaged.digest import compose
-        from triaged.outbox import enqueue
 
+        def job(config: Config, store: Store, composer: Composer, now: datetime) -> list[Any]:
+            slot = digest_slot(digest_trigger(config), last_digest_slot(store), now)
+            if slot is None:
+                return []
+            out = compose(config, store, composer, now)
+            store.insert(
+                "notices", {"report_id": "", "key": _DIGEST_KEY + ts(slot), "sent_at": ts(now)}
+            )
+            log.info("digest for %s queued for %d address(es)", ts(slot), len(out))
+            return out
+
+        return self._mail_job("digest", job)
+
+    def security_txt_pass(self) -> bool:
+        """Warns the team once when the published security.txt is about to expire."""
+        from triaged.securitytxt import expiry_notices
+
+        return self._mail_job("security.txt check", expiry_notices)
+
+    def _mail_job(
+        self, name: str, job: Callable[[Config, Store, Composer, datetime], list[Any]]
+    ) -> bool:
+        """Runs `job` in one transaction with the outbox rows it returns; True when it queued
+        mail. A failure is logged and tried again at the next run."""
         config = self.config()
         now = self.clock()
         with self.lock:
             store = Store(config.database)
             try:
                 with store.transaction():
-                    slot = digest_slot(digest_trigger(config), last_digest_slot(store), now)
-                    if slot is None:
-                        return False
-                    out = compose(config, store, Composer(config), now)
-                    store.insert(
-                        "notices",
-                        {"report_id": "", "key": _DIGEST_KEY + ts(slot), "sent_at": ts(now)},
-                    )
+                    out = job(config, store, Composer(config), now)
                     enqueue(store, out, now)
-                log.info("digest for %s sent to %d address(es)", ts(slot), len(out))
             except Exception:
-                log.exception("digest failed; it is tried again at the next start or slot")
+                log.exception("%s failed; it is tried again at its next run", name)
                 return False
             finally:
                 store.close()
-        self.outbox_wake.set()
-        return True
+        if out:
+            self.outbox_wake.set()
+        return bool(out)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
-from triaged.store import Store
+from triaged import workflow as wf
+from triaged.store import Store, parse_ts
 
 
 def report_list(store: Store) -> list[dict[str, Any]]:
@@ -57,3 +59,27 @@ def report_detail(store: Store, report_id: str) -> dict[str, Any] | None:
         )
     ]
     return report
+
+
+def deadline_list(store: Store, now: datetime) -> list[dict[str, Any]]:
+    """The running deadlines (neither met, stopped nor paused) of the open reports, by due
+    time (so the overdue ones come first). Timestamps as stored (ISO 8601, UTC); `overdue`
+    when the due time is not after `now`; `seconds_left` until it (negative: overdue)."""
+    open_states = sorted(wf.OPEN)
+    rows = store.all(
+        "SELECT r.id AS report_id, r.title, r.state, r.severity, r.handler, d.clock, d.cycle,"
+        " d.started_at, d.due_at"
+        " FROM deadlines d JOIN reports r ON r.id = d.report_id"
+        " WHERE d.met_at IS NULL AND d.stopped_at IS NULL AND d.paused = 0"
+        f" AND d.due_at IS NOT NULL AND r.state IN ({','.join('?' * len(open_states))})"
+        " ORDER BY d.due_at, r.id, d.clock",
+        tuple(open_states),
+    )
+    out = []
+    for row in rows:
+        item = dict(row)
+        left = parse_ts(row["due_at"]) - now
+        item["overdue"] = left <= timedelta(0)
+        item["seconds_left"] = left // timedelta(seconds=1)
+        out.append(item)
+    return out
