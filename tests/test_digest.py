@@ -276,6 +276,22 @@ def test_the_mail_lists_at_most_the_limit_and_says_how_many_more(tmp_path: Path)
     assert "... and 3 more open reports" in text
 
 
+def test_a_report_affecting_only_unsupported_versions_is_flagged(tmp_path: Path) -> None:
+    sections = base_sections(tmp_path)
+    sections["package"] = {"supported": ["1.0.x"]}
+    config = load(write_config(tmp_path, sections))
+    store = Store(config.database)
+    with store.transaction():
+        add_report(store, "old0000", "acknowledged", at("2026-03-01 00:00"), title="Old one")
+        add_report(store, "cur0000", "acknowledged", at("2026-03-01 00:00"), title="Current")
+        store.conn.execute("UPDATE reports SET affected = '<0.9' WHERE id = 'old0000'")
+        store.conn.execute("UPDATE reports SET affected = '<1.0.3' WHERE id = 'cur0000'")
+    text = digest.render(config, digest.build(store, config, NOW))
+    flag = "affects only unsupported versions"
+    assert text.count(flag) == 1
+    assert f"old0000  handler: nobody\n            {flag}" in text
+
+
 def test_compose_gives_one_mail_per_notify_address(tmp_path: Path) -> None:
     config = load(_config(tmp_path, team="security-team@example.org"))
     store = Store(config.database)

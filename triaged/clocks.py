@@ -210,15 +210,7 @@ class ClockRunner:
     ) -> list[Outgoing]:
         """A reminder goes to the handler (else every maintainer); an escalation and the
         overdue repeats go to every maintainer and to `policy.escalate_to`."""
-        members = self.config.maintainers.members
-        recipients: list[str]
-        if notice.kind == "remind" and report["handler"] in members:
-            recipients = [str(report["handler"])]
-        else:
-            recipients = list(members)
-        escalate_to = self.config.policy.escalate_to
-        if notice.kind != "remind" and escalate_to and escalate_to not in recipients:
-            recipients.append(escalate_to)
+        recipients = self._recipients(report, notice.kind, {"escalate", "overdue"})
         assert clock.due is not None
         due = self.composer.when(clock.due)
         label = LABELS[clock.name]
@@ -245,39 +237,14 @@ class ClockRunner:
             "meaning": meaning,
             "cycle": clock.cycle,
         }
-        return [
-            self.composer.build(
-                kind="clock",
-                to=address,
-                subject=subject,
-                template="clock_notice.txt",
-                context={**context, "escalation_contact": address not in members},
-                now=now,
-                report_id=str(report["id"]),
-                auto="auto-generated",
-                reply_to=(
-                    self.dispatcher.reply_to(str(report["id"]), address)
-                    if address in members
-                    else None
-                ),
-            )
-            for address in recipients
-        ]
+        return self._to_team(report, recipients, subject, "clock_notice.txt", context, now)
 
     def _embargo_notice(
         self, report: sqlite3.Row, clock: dl.Clock, notice: dl.Notice, now: datetime
     ) -> list[Outgoing]:
         """Before the embargo ends, a reminder to the handler (else every maintainer); when it
         ends, "publish now" to every maintainer; each overdue repeat also to `escalate_to`."""
-        members = self.config.maintainers.members
-        recipients: list[str]
-        if notice.kind == "remind" and report["handler"] in members:
-            recipients = [str(report["handler"])]
-        else:
-            recipients = list(members)
-        escalate_to = self.config.policy.escalate_to
-        if notice.kind == "overdue" and escalate_to and escalate_to not in recipients:
-            recipients.append(escalate_to)
+        recipients = self._recipients(report, notice.kind, {"overdue"})
         assert clock.due is not None
         ends = self.composer.when(clock.due)
         subject = {
@@ -299,21 +266,46 @@ class ClockRunner:
             "credit": credit,
             "fixed": report["state"] == wf.FIXED,
         }
+        return self._to_team(report, recipients, subject, "embargo_notice.txt", context, now)
+
+    def _recipients(self, report: sqlite3.Row, notice: str, escalated: set[str]) -> list[str]:
+        """A reminder goes to the report's handler, else to every maintainer; other notices
+        to every maintainer, and those of the `escalated` kinds also to `escalate_to`."""
+        members = self.config.maintainers.members
+        if notice == "remind" and report["handler"] in members:
+            return [str(report["handler"])]
+        recipients = list(members)
+        escalate_to = self.config.policy.escalate_to
+        if notice in escalated and escalate_to and escalate_to not in recipients:
+            recipients.append(escalate_to)
+        return recipients
+
+    def _to_team(
+        self,
+        report: sqlite3.Row,
+        recipients: Sequence[str],
+        subject: str,
+        template: str,
+        context: dict[str, Any],
+        now: datetime,
+    ) -> list[Outgoing]:
+        """One mail per recipient; a maintainer's carries their reply token, so a reply with
+        the command that meets the clock counts."""
+        members = self.config.maintainers.members
+        report_id = str(report["id"])
         return [
             self.composer.build(
                 kind="clock",
                 to=address,
                 subject=subject,
-                template="embargo_notice.txt",
+                template=template,
                 context={**context, "escalation_contact": address not in members},
                 now=now,
-                report_id=str(report["id"]),
+                report_id=report_id,
                 auto="auto-generated",
-                reply_to=(
-                    self.dispatcher.reply_to(str(report["id"]), address)
-                    if address in members
-                    else None
-                ),
+                reply_to=self.dispatcher.reply_to(report_id, address)
+                if address in members
+                else None,
             )
             for address in recipients
         ]

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ from triaged.compose import Composer, Outgoing
 from triaged.config import SEVERITIES, Config
 from triaged.durations import span
 from triaged.store import Store, parse_ts, ts
+from triaged.versions import only_unsupported
 
 WEEK = timedelta(days=7)
 WINDOW = timedelta(days=90)
@@ -76,6 +77,8 @@ class OpenReport:
     clock: str | None  # the clock of the next deadline
     due: datetime | None  # the next deadline: the earliest due time of its running clocks
     overdue: bool
+    # Its /affects touches only version lines outside `package.supported`.
+    unsupported: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,11 +149,12 @@ def figures(
     came_in_rows: Iterable[Row],
     closed_rows: Iterable[Row],
     clock_rows: Iterable[Row],
+    unsupported: Callable[[str | None], bool] = lambda _affected: False,
 ) -> Digest:
     """The digest's figures from the rows `build` reads (pure: no I/O).
 
-    open_rows:    id, title, state, severity, handler, clock, due_at (the next deadline or
-                  NULL) of each open report.
+    open_rows:    id, title, state, severity, handler, affected, clock, due_at (the next
+                  deadline or NULL) of each open report; `unsupported(affected)` flags it.
     came_in_rows: id, title, state, severity, created_at.
     closed_rows:  id, title, state (the report's now), severity, new (the terminal state), at.
     clock_rows:   clock, counted, on_time, met, seconds (how long each met one took, in
@@ -169,6 +173,7 @@ def figures(
                 clock=row["clock"] if due is not None else None,
                 due=due,
                 overdue=due is not None and due <= now,
+                unsupported=unsupported(row["affected"]),
             )
         )
     opened.sort(key=_open_key)
@@ -228,7 +233,7 @@ def _marks(values: Iterable[str]) -> tuple[str, tuple[str, ...]]:
 
 # The next deadline of each open report: one lookup by the deadlines primary key per report.
 _OPEN_SQL = """
-SELECT r.id, r.title, r.state, r.severity, r.handler, d.clock, d.due_at
+SELECT r.id, r.title, r.state, r.severity, r.handler, r.affected, d.clock, d.due_at
 FROM reports r
 LEFT JOIN deadlines d ON d.rowid = (
     SELECT x.rowid FROM deadlines x
@@ -275,7 +280,7 @@ FROM (
 
 
 def build(store: Store, config: Config, now: datetime) -> Digest:
-    """The digest as of `now` (aware), read from the database (`config`: not used yet)."""
+    """The digest as of `now` (aware), read from the database."""
     now_ts, week_ts, window_ts = ts(now), ts(now - WEEK), ts(now - WINDOW)
     open_marks, open_states = _marks(sorted(wf.OPEN))
     ended_marks, ended_states = _marks(sorted(wf.TERMINAL))
@@ -295,7 +300,14 @@ def build(store: Store, config: Config, now: datetime) -> Digest:
         }
         for n, name in enumerate(MEASURED)
     ]
-    return figures(now, open_rows, came_in, closed, clock_rows)
+    return figures(
+        now,
+        open_rows,
+        came_in,
+        closed,
+        clock_rows,
+        lambda affected: only_unsupported(affected, config),
+    )
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -321,6 +333,7 @@ def context(composer: Composer, digest: Digest) -> dict[str, Any]:
             "due": composer.when(due) if due is not None else None,
             "left": None if due is None else span(due - now),
             "overdue": report.overdue,
+            "unsupported": report.unsupported,
         }
 
     def change(item: Change) -> dict[str, Any]:
