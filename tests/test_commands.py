@@ -360,3 +360,12 @@ def test_auth_key_file_is_private(tmp_path: Path) -> None:
 
     load_or_create_key(config.auth.key_file)
     assert config.auth.key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_advisory_drafts_to_each_maintainer_carry_their_reply_token(desk: Desk) -> None:
+    sent = desk.send("/advisory")
+    drafts = [c for c in sent if "Advisory draft" in str(c.msg["Subject"])]
+    assert sorted(c.rcpt_tos[0] for c in drafts) == sorted(MAINTAINERS)
+    for captured in drafts:
+        # The same token as in triaged's other mail to that maintainer: a reply is a command.
+        assert captured.msg["Reply-To"] == desk.reply_to(captured.rcpt_tos[0])

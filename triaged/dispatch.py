@@ -84,6 +84,11 @@ class Dispatcher:
             message=number,
             now=now,
             reply_text=commands.reply,
+            reply_to_for=lambda address: (
+                self.reply_to(report_id, address)
+                if address in self.config.maintainers.members
+                else None
+            ),
         )
         lines = self._run_all(ctx, commands, reporter=False)
         if commands.note:
