@@ -278,6 +278,7 @@ class ImapMailbox:
                 f"flag messages {keyword}",
                 lambda: client.add_flags(_message_set(numbers), [keyword], silent=True),
             )
+        _forget_untagged(client)
 
     # -- waiting --
 
@@ -328,6 +329,16 @@ def _is_new_mail(response: object) -> bool:
 
 def _is_bye(response: object) -> bool:
     return isinstance(response, tuple) and len(response) >= 1 and response[0] == b"BYE"
+
+
+def _forget_untagged(client: Any) -> None:
+    """Drops the untagged responses imaplib kept from the commands so far (one EXPUNGE per
+    moved message): nothing reads them, and imaplib only forgets them on SELECT, so over a
+    long connection they grew with every message handled (bench/)."""
+    imap = getattr(client, "_imap", None)
+    responses = getattr(imap, "untagged_responses", None)
+    if isinstance(responses, dict):
+        responses.clear()
 
 
 def _shutdown(client: Any) -> None:

@@ -225,20 +225,32 @@ class Store:
         self.conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[Store]:
-        """One unit of work: everything inside commits together or not at all."""
+    def transaction(self, durable: bool = True) -> Iterator[Store]:
+        """One unit of work: everything inside commits together or not at all.
+
+        `durable=False` skips the fsync of this commit (synchronous=NORMAL for it): the commit
+        survives a crash of the process, and a power loss may undo it. Only for changes whose
+        loss repeats work harmlessly, e.g. the outbox's "sent" marks (a resend keeps the
+        Message-ID). Inside another transaction it changes nothing.
+        """
         if self.conn.in_transaction:
             with self.db.atomic():
                 yield self
             return
-        self.conn.execute("BEGIN IMMEDIATE")
+        if not durable:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            yield self
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        finally:
+            if not durable:
+                self.conn.execute("PRAGMA synchronous=FULL")
 
     def migrate(self, migrations: list[tuple[str, Migration]]) -> list[str]:
         """Applies the migrations not yet applied, each in a transaction with its record."""
