@@ -260,8 +260,8 @@ def render(results: dict[str, Any], failures: dict[str, str], meta: dict[str, An
         f"{info.get('memory_gib', '?')} GiB; {info.get('os', '?')}, Linux {info.get('kernel')}",
         f"- load average (1/5/15 min) at the start {_load(meta['load_before'])}, at the end "
         f"{_load(meta['load_after'])}. The machine is shared (other test runs may be going "
-        "on, with 2 cores for everything): figures are noisy, ratios less so since both sides "
-        "of each ran minutes apart under similar load.",
+        "on, with 2 cores for everything): figures are noisy, ratios less so, since the two "
+        "sides of each ran back to back (delivery in two interleaved rounds).",
         "",
         "## Versions",
         "",
@@ -302,7 +302,8 @@ def render(results: dict[str, Any], failures: dict[str, str], meta: dict[str, An
             "moment all were stored (polled every 50 ms); from the UID MOVE command it was "
             f"{r['triaged_from_move_s']:.2f} s (that adds the MOVE and Dovecot's IDLE delay).",
             "",
-            f"Checks: {', '.join(f'{k}: {v}' for k, v in r['checks'].items())}.",
+            f"Checks, after both bursts ({r['n'] + r['second']:,} reports, see 4.): "
+            f"{', '.join(f'{k}: {v:,}' for k, v in r['checks'].items())}.",
             "",
             "### 4. Memory of the daemon during the ingest run",
             "",
@@ -337,8 +338,8 @@ def render(results: dict[str, Any], failures: dict[str, str], meta: dict[str, An
             "|---|---|---|",
             f"| bare smtplib loop, one connection | {r['baseline_s']:.2f} s "
             f"| {r['baseline_rate']:.0f} msg/s |",
-            f"| triaged OutboxRunner + SmtpTransport (each row marked sent in its own "
-            f"transaction) | {r['triaged_s']:.2f} s | {r['triaged_rate']:.0f} msg/s |",
+            f"| triaged OutboxRunner + SmtpTransport (each row marked sent in a transaction "
+            f"of its own, not fsynced) | {r['triaged_s']:.2f} s | {r['triaged_rate']:.0f} msg/s |",
             f"| ratio triaged / smtplib | | **{r['ratio']:.2f}x** |",
             "",
         ]
@@ -353,9 +354,10 @@ def render(results: dict[str, Any], failures: dict[str, str], meta: dict[str, An
             "after the last change to the mailbox, so before each APPEND the mailbox was left "
             "quiet for 0.7-1.0 s (the daemon's own MOVE of the previous report is a change)."
             + (
-                f" The watcher saw no EXISTS for {r['floor_missed']} APPEND(s) (the daemon had "
-                "already moved the message when the watcher's session synced): they count in "
-                "the latency, not in the floor."
+                f" The floor is from {r['n'] - r['floor_missed']} of the {r['n']} APPENDs: "
+                f"for {r['floor_missed']}, the daemon had already taken the message and moved "
+                "it when the watcher's session synced, so Dovecot announced nothing to it (they "
+                "count in the latency, not in the floor)."
                 if r["floor_missed"]
                 else ""
             ),

@@ -29,7 +29,7 @@ from triaged.ids import new_message_id, tag
 from triaged.message import clean_header_text
 
 MAX_LINE = 78  # RFC 5322's recommended line length, as the stdlib's policy folds
-_WORD_BYTES = 42  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 56 + "?=" is 68 characters
+_WORD_BYTES = 39  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 52 + "?=" is 64 characters
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,10 @@ def _encoded_words(text: str) -> list[str]:
 
 
 def _needs_encoding(word: str) -> bool:
-    # "=?" in plain text would be decoded by the reader as if it were an encoded word.
-    return not word.isascii() or "=?" in word
+    # "=?" in plain text would be decoded by the reader as if it were an encoded word; a word
+    # too long for a folded line is split across encoded words, as the stdlib does, so that no
+    # line of a hostile sender's References (ids up to 998 characters) passes 998.
+    return not word.isascii() or "=?" in word or len(word) >= MAX_LINE
 
 
 def _unstructured(value: str) -> list[str]:
