@@ -7,6 +7,7 @@ import email.policy
 import random
 import shutil
 import smtplib
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -192,8 +193,6 @@ def _wait_stored(db: Path, n: int, daemon: Daemon, stall: float = 60.0) -> float
 
 def _first_received(db: Path) -> float:
     """When the intake pass that took the first message began (its `now`, wall clock)."""
-    import sqlite3
-
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         (text,) = conn.execute("SELECT MIN(received_at) FROM messages").fetchone()

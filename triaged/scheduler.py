@@ -32,6 +32,8 @@ from triaged.outbox import enqueue
 from triaged.store import Store, parse_ts, ts
 
 log = logging.getLogger("triaged.scheduler")
+# apscheduler logs every job run at INFO: a few lines a minute that say nothing to operators.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 CLOCK_PASS_EVERY = timedelta(minutes=1)
 OUTBOX_LOOK_EVERY = timedelta(seconds=30)
