@@ -40,10 +40,11 @@ class Sizes:
     ingest: int
     delivery: int
     latency: int
+    clocks: int  # reports in the clock-pass database, a tenth of them open
 
 
-FULL = Sizes(ingest=10_000, delivery=10_000, latency=200)
-SMOKE = Sizes(ingest=200, delivery=300, latency=10)
+FULL = Sizes(ingest=10_000, delivery=10_000, latency=200, clocks=100_000)
+SMOKE = Sizes(ingest=200, delivery=300, latency=10, clocks=2_000)
 
 
 def _log(text: str) -> None:
