@@ -23,7 +23,6 @@ from bench.rig import (
     RssSampler,
     closed_port_url,
     corpus,
-    count,
     crlf,
     make_report,
     percentile,
@@ -32,6 +31,7 @@ from bench.rig import (
     write_config,
 )
 from bench.sink import BenchSink, Received
+from tests.helpers import DaemonProcess, count_rows
 from tests.servers import DovecotServer, private_dir
 
 
@@ -90,7 +90,7 @@ def ingest(server: DovecotServer, work: Path, n: int) -> dict[str, Any]:
     config = write_config(directory, account, closed_port_url(), retry_initial="1h")
     db = directory / "triaged.db"
     with Daemon(config, directory / "daemon.log") as daemon:
-        daemon.wait_for_log("reading imap")
+        daemon.wait_for_log("reading imap", timeout=30)
         time.sleep(1.5)  # settled: connected, idle in IDLE
         before = proc_status(daemon.pid)
 
@@ -121,17 +121,19 @@ def ingest(server: DovecotServer, work: Path, n: int) -> dict[str, Any]:
         sampler.stop()
         again = proc_status(daemon.pid)
         hwm = again.get("VmHWM", 0)
-        exit_code = daemon.stop()
+        exit_code = daemon.stop(timeout=60)
     triaged_s = done_at - first
     _log(f"ingest: triaged stored {n} in {triaged_s:.2f}s ({n / triaged_s:.0f}/s)")
     checks = {
-        "messages stored": count(db, "SELECT COUNT(*) FROM messages"),
-        "new reports": count(db, "SELECT COUNT(*) FROM reports"),
-        "classified as report": count(db, "SELECT COUNT(*) FROM messages WHERE kind = 'report'"),
-        "receipts in the outbox": count(
+        "messages stored": count_rows(db, "SELECT COUNT(*) FROM messages"),
+        "new reports": count_rows(db, "SELECT COUNT(*) FROM reports"),
+        "classified as report": count_rows(
+            db, "SELECT COUNT(*) FROM messages WHERE kind = 'report'"
+        ),
+        "receipts in the outbox": count_rows(
             db, "SELECT COUNT(*) FROM outbox WHERE kind = 'receipt' AND state = 'pending'"
         ),
-        "outbox rows": count(db, "SELECT COUNT(*) FROM outbox"),
+        "outbox rows": count_rows(db, "SELECT COUNT(*) FROM outbox"),
         "left in INBOX": len(account.fetch_all("INBOX")) if n <= 1000 else _exists(account),
     }
     total = n + second
@@ -173,14 +175,14 @@ def ingest(server: DovecotServer, work: Path, n: int) -> dict[str, Any]:
     }
 
 
-def _wait_stored(db: Path, n: int, daemon: Daemon, stall: float = 60.0) -> float:
+def _wait_stored(db: Path, n: int, daemon: DaemonProcess, stall: float = 60.0) -> float:
     """Polls (every 50 ms) until n messages are stored; returns the wall-clock moment.
 
     Gives up when the count has not moved for `stall` seconds.
     """
     last, moved = -1, time.monotonic()
     while True:
-        stored = count(db, "SELECT COUNT(*) FROM messages")
+        stored = count_rows(db, "SELECT COUNT(*) FROM messages")
         if stored >= n:
             return time.time()
         if stored != last:
@@ -253,7 +255,7 @@ def delivery(sink: BenchSink, db: Path, work: Path, n: int) -> dict[str, Any]:
     store.close()
     _log(f"delivery: baseline sent {n} in {base_s:.2f}s ({n / base_s:.0f}/s)")
     _log(f"delivery: triaged sent {n} in {triaged_s:.2f}s ({n / triaged_s:.0f}/s)")
-    marked = count(copy, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'")
+    marked = count_rows(copy, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'")
     if marked != n:
         raise RuntimeError(f"{marked} outbox rows marked sent, {n} expected")
     return {
@@ -384,7 +386,7 @@ def latency(server: DovecotServer, sink: BenchSink, work: Path, n: int) -> dict[
     missed = 0
     try:
         with Daemon(config, directory / "daemon.log") as daemon:
-            daemon.wait_for_log("reading imap")
+            daemon.wait_for_log("reading imap", timeout=30)
             time.sleep(1.5)
             watch = _IdleWatch(account).start()
             appender = account.client()
@@ -417,7 +419,7 @@ def latency(server: DovecotServer, sink: BenchSink, work: Path, n: int) -> dict[
             finally:
                 appender.logout()
                 watch.close()
-            exit_code = daemon.stop()
+            exit_code = daemon.stop(timeout=60)
     finally:
         sink.listeners.remove(on_message)
     if exit_code != 0:

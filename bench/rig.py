@@ -9,10 +9,6 @@ from __future__ import annotations
 import base64
 import os
 import random
-import signal
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import MAINTAINERS, base_sections, config_text
+from tests.helpers import MAINTAINERS, DaemonProcess, base_sections, config_text
 from tests.servers import DovecotServer, ImapAccount, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,75 +244,9 @@ MESSAGES_PER_REPORT = 1 + len(MAINTAINERS)  # the receipt and one notification p
 # --- the daemon -------------------------------------------------------------------------------
 
 
-class Daemon:
-    """`triaged run` as a child process (log level INFO, as in production)."""
-
-    def __init__(self, config: Path, log_path: Path) -> None:
-        self.config = config
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Daemon:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "triaged", "--config", str(self.config), "run"],
-                stdout=log,
-                stderr=log,
-                env=env,
-                cwd=ROOT,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, needle: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.log():
-                return
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"the daemon exited:\n{self.log()[-4000:]}")
-            time.sleep(0.05)
-        raise RuntimeError(f"{needle!r} not logged in {timeout}s:\n{self.log()[-4000:]}")
-
-    def stop(self, timeout: float = 60) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def __enter__(self) -> Daemon:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def count(db: Path, sql: str) -> int:
-    """One number from the database of a running daemon (a short read-only connection)."""
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return int(conn.execute(sql).fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        conn.close()
+# The daemon as a child process, as the tests run it, at the production log level.
+def Daemon(config: Path, log_path: Path) -> DaemonProcess:
+    return DaemonProcess(config, log_path, verbose=False)
 
 
 # --- memory -----------------------------------------------------------------------------------

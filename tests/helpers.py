@@ -108,12 +108,19 @@ def mail(
 
 
 class DaemonProcess:
-    """`triaged run` as a real child process, for tests of signals, crashes and IDLE."""
+    """`triaged run` as a real child process, for tests of signals, crashes and IDLE, and for
+    the benchmarks (`verbose=False`: log level INFO, as in production)."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, verbose: bool = True) -> None:
         self.config = config
         self.log_path = log_path
+        self.verbose = verbose
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def start(self) -> DaemonProcess:
         env = dict(os.environ)
@@ -122,7 +129,15 @@ class DaemonProcess:
         )
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "triaged", "--config", str(self.config), "-v", "run"],
+            [
+                sys.executable,
+                "-m",
+                "triaged",
+                "--config",
+                str(self.config),
+                *(["-v"] if self.verbose else []),
+                "run",
+            ],
             stdout=log,
             stderr=log,
             env=env,
@@ -131,9 +146,16 @@ class DaemonProcess:
         return self
 
     def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, then its exit status; a daemon still running after `timeout` is killed
+        (and its status is then -9)."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -162,10 +184,11 @@ class DaemonProcess:
 
 
 def count_rows(db: Path, sql: str) -> int:
-    """One number from the database of a running daemon (0 while it does not exist yet)."""
+    """One number from the database of a running daemon (0 while it does not exist yet),
+    through a short read-only connection."""
     if not db.exists():
         return 0
-    conn = sqlite3.connect(db, timeout=30)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         return int(conn.execute(sql).fetchone()[0])
     except sqlite3.OperationalError:
