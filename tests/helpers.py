@@ -223,6 +223,19 @@ def imap_config(
     return make_config(directory, sections=sections)
 
 
+def with_reports(
+    directory: Path, account: Any, sink: Any, n: int, batch_size: int, prefix: str = "r"
+) -> Config:
+    """`n` reports from distinct senders waiting in the account's INBOX, and a config that
+    reads them `batch_size` at a time (for tests that interrupt a daemon mid-batch)."""
+    for i in range(n):
+        account.append(mail(sender=f"{prefix}{i}@outside.example", subject=f"report {i}"))
+    config = imap_config(directory, account, sink)
+    text = config.path.read_text()
+    config.path.write_text(text.replace("[mailbox]\n", f"[mailbox]\nbatch_size = {batch_size}\n"))
+    return config
+
+
 class Harness:
     """The runners in-process against the real servers, one pass at a time."""
 

@@ -6,7 +6,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from helpers import MAINTAINERS, DaemonProcess, count_rows, imap_config, mail, wait_until
+from helpers import (
+    MAINTAINERS,
+    DaemonProcess,
+    count_rows,
+    imap_config,
+    mail,
+    wait_until,
+    with_reports,
+)
 from servers import DovecotServer, ImapAccount, SmtpSink
 
 
@@ -33,11 +41,7 @@ def test_kill_9_during_a_batch_then_restart_loses_and_duplicates_nothing(
     tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink
 ) -> None:
     n = 40
-    for i in range(n):
-        imap_account.append(mail(sender=f"r{i}@outside.example", subject=f"report {i}"))
-    config = imap_config(tmp_dir, imap_account, smtp_sink)
-    text = config.path.read_text().replace("[mailbox]\n", "[mailbox]\nbatch_size = 4\n")
-    config.path.write_text(text)
+    config = with_reports(tmp_dir, imap_account, smtp_sink, n, batch_size=4, prefix="r")
     db = config.database
     with DaemonProcess(config.path, tmp_dir / "daemon1.log") as first:
         wait_until(

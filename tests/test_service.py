@@ -15,7 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import MAINTAINERS, DaemonProcess, count_rows, imap_config, mail, wait_until
+from helpers import (
+    MAINTAINERS,
+    DaemonProcess,
+    count_rows,
+    imap_config,
+    mail,
+    wait_until,
+    with_reports,
+)
 from servers import BlackHoleProxy, DovecotServer, ImapAccount, SmtpSink
 
 ROOT = Path(__file__).parent.parent
@@ -158,12 +166,7 @@ def test_sigterm_in_the_middle_of_a_batch_loses_nothing(
     tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink
 ) -> None:
     n = 40
-    for i in range(n):
-        imap_account.append(mail(sender=f"r{i}@outside.example", subject=f"report {i}"))
-    config = imap_config(tmp_dir, imap_account, smtp_sink)
-    config.path.write_text(
-        config.path.read_text().replace("[mailbox]\n", "[mailbox]\nbatch_size = 4\n")
-    )
+    config = with_reports(tmp_dir, imap_account, smtp_sink, n, batch_size=4, prefix="r")
     db = config.database
     with DaemonProcess(config.path, tmp_dir / "d1.log") as first:
         wait_until(lambda: count_rows(db, "SELECT COUNT(*) FROM messages") >= 3, what="ingest")
@@ -241,12 +244,7 @@ def test_backup_while_the_daemon_writes_restores_consistently(
     tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink
 ) -> None:
     n = 60
-    for i in range(n):
-        imap_account.append(mail(sender=f"b{i}@outside.example", subject=f"report {i}"))
-    config = imap_config(tmp_dir, imap_account, smtp_sink)
-    config.path.write_text(
-        config.path.read_text().replace("[mailbox]\n", "[mailbox]\nbatch_size = 2\n")
-    )
+    config = with_reports(tmp_dir, imap_account, smtp_sink, n, batch_size=2, prefix="b")
     db = config.database
     copy = tmp_dir / "copy.db"
     with DaemonProcess(config.path, tmp_dir / "d.log") as daemon:
