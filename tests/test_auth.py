@@ -304,6 +304,8 @@ PASS = (
         f"{MX}; dmarc=fail header.from=example.org; dkim=pass header.d=example.org",
         f'"{MX}"; dmarc=pass header.from=example.org',
         f"{MX}; none; dmarc=pass header.from=example.org",
+        f"{MX}; dmarc=pass header.from=alice@example.org",
+        f"{MX}; dmarc=pass header.from=@example.org",
     ],
 )
 def test_dmarc_pass(header: str) -> None:
@@ -351,10 +353,23 @@ def test_dmarc_pass(header: str) -> None:
         "",
         "mx.example.org.evil.com; dmarc=pass header.from=example.org",
         f"other.{MX}; dmarc=pass header.from=example.org",
+        # Read as every address is (core.text): nothing is repaired.
+        f'{MX}; dmarc=pass header.from="ali ce@example.org"',
+        f'{MX}; dmarc=pass header.from="x y.example.org"',
+        f"{MX}; dmarc=pass header.from=a@b@example.org",
+        f'{MX}; dkim=pass header.i="ali ce@example.org"',
+        f"{MX}; dkim=pass header.d=example.org..",
     ],
 )
 def test_dmarc_no_pass(header: str) -> None:
     assert not dmarc_proof([header], MX, ALICE)
+
+
+@pytest.mark.parametrize(
+    "sender", ["ali ce@example.org", "alice@example.org ", "\u212a@example.org"]
+)
+def test_dmarc_proves_nothing_for_an_address_that_is_not_well_formed(sender: str) -> None:
+    assert not dmarc_proof([PASS], MX, sender)
 
 
 def test_only_the_configured_authserv_id_counts() -> None:

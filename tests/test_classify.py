@@ -27,6 +27,7 @@ BASE = ParsedMessage(
     references=(),
     from_addr="jane@outside.example",
     from_name="Jane",
+    from_text="Jane <jane@outside.example>",
     to_addrs=("security@example.org",),
     subject="s",
     date=None,

@@ -218,6 +218,15 @@ def test_cc_adds_a_participant_and_tells_the_reporter_without_the_address(desk: 
     assert desk.show()["messages"][-1]["kind"] == "followup"
 
 
+def test_assign_and_cc_take_only_an_exact_well_formed_address(desk: Desk) -> None:
+    sent = desk.send('/cc "upstream @example.net"\n/assign \u212aob@example.org\n/cc a..b@x.net\n')
+    body = _to(sent, ALICE)[0].msg.get_content()
+    assert body.count("REFUSED") == 3 and body.count("is not an address") == 3
+    shown = desk.show()
+    assert shown["handler"] is None
+    assert [p["address"] for p in shown["participants"]] == [REPORTER]
+
+
 def test_from_a_maintainer_without_token_or_dmarc_is_refused(
     tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink
 ) -> None:

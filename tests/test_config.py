@@ -72,6 +72,15 @@ def test_bad_address(tmp_path: Path) -> None:
     assert err.key == "project.address"
 
 
+@pytest.mark.parametrize(
+    "member", ["ali ce@example.org", " alice@example.org", "alice..x@example.org", "\u212aim@x.org"]
+)
+def test_a_maintainer_is_an_exact_well_formed_address(tmp_path: Path, member: str) -> None:
+    err = _error(tmp_path, lambda s: s["maintainers"].update(members=[member]))
+    assert err.key == "maintainers.members"
+    assert "not a plain e-mail address" in err.message
+
+
 def test_bad_timezone(tmp_path: Path) -> None:
     err = _error(tmp_path, lambda s: s["project"].update(timezone="Mars/Olympus"))
     assert err.key == "project.timezone"

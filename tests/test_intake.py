@@ -388,3 +388,63 @@ def test_mail_announced_during_a_pass_is_handled_before_waiting(
         "second@outside.example",
     ]
     assert imap_account.fetch_all("INBOX") == []
+
+
+def test_a_from_without_angle_brackets_is_never_glued_into_an_address(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    # A real sender wrote this; the receipt once went to johnsmithjs18@example.net, an address
+    # nobody wrote. No well-formed address: the report is made, nothing goes to the sender, and
+    # the maintainers see the From as it was written.
+    imap_account.append(mail(sender="John Smith js18@example.net", subject="XSS in search"))
+    assert harness.pump() == 1
+    got = _by_recipient(smtp_sink.wait_for(len(MAINTAINERS)))
+    assert sorted(got) == sorted(MAINTAINERS)
+    [report] = harness.reports()
+    assert report["reporter"] is None
+    body = got[MAINTAINERS[0]][0].msg.get_content()
+    assert "John Smith js18@example.net" in body
+    assert "No receipt was sent to the reporter (no usable From address)" in body
+    assert [m["kind"] for m in harness.messages()] == ["report"]
+
+
+def test_a_from_that_only_resembles_a_maintainer_is_a_new_report(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    # "ali ce@example.org" is no address; glued together it was alice@example.org, a
+    # maintainer, and the report vanished as "maintainer mail about no report".
+    imap_account.append(mail(sender="ali ce@example.org", subject="Auth bypass"))
+    assert harness.pump() == 1
+    got = _by_recipient(smtp_sink.wait_for(len(MAINTAINERS)))
+    assert sorted(got) == sorted(MAINTAINERS)
+    assert all("New report: Auth bypass" in c.msg["Subject"] for c in got[MAINTAINERS[0]])
+    [report] = harness.reports()
+    assert report["reporter"] is None
+    [stored] = harness.messages()
+    assert (stored["kind"], stored["from_addr"]) == ("report", None)
+
+
+def test_a_from_that_only_resembles_a_maintainer_cannot_write_in_their_name(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    report_id, _ = _new_report(harness, imap_account, smtp_sink)
+    sent = len(smtp_sink.messages)
+    imap_account.append(
+        mail(
+            sender="ali ce@example.org",
+            subject=f"Re: {tag(report_id)}",
+            body="Planted note: this is not a bug.\n",
+        )
+    )
+    assert harness.pump() == 1
+    got = smtp_sink.wait_for(sent + len(MAINTAINERS))[sent:]
+    assert sorted(r for c in got for r in c.rcpt_tos) == sorted(MAINTAINERS)
+    assert all("Held" in c.msg["Subject"] for c in got)
+    assert "ali ce@example.org" in got[0].msg.get_content()
+    # Held apart: no note, nothing in the report in alice's name.
+    shown = harness.show(report_id)
+    assert [m["kind"] for m in shown["messages"]] == ["report"]
+    assert "note" not in [e["kind"] for e in shown["events"]]
+    assert all(e.get("actor") != MAINTAINERS[0] for e in shown["events"])
+    (stored,) = [m for m in harness.messages() if m["kind"] == "unverified"]
+    assert stored["from_addr"] is None

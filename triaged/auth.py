@@ -28,6 +28,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from triaged.core.text import parse_address, parse_domain
 from triaged.errors import ConfigError
 from triaged.files import fsync_path
 
@@ -191,8 +192,8 @@ def token_proof(
     expected = reply_token(key, report_id, sender).encode("ascii")
     found = False
     for address in to_addrs:
-        candidate = address.strip().lower()
-        if not (candidate.startswith(prefix) and candidate.endswith(suffix)):
+        candidate = parse_address(address)
+        if candidate is None or not (candidate.startswith(prefix) and candidate.endswith(suffix)):
             continue
         token = candidate[len(prefix) : len(candidate) - len(suffix)]
         if hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected):
@@ -218,10 +219,10 @@ def dmarc_proof(
     if not authserv_id or not authserv_id.strip():
         return False
     our_id = authserv_id.strip().lower()
-    _, at, domain = (from_addr or "").strip().lower().rpartition("@")
-    from_domain = domain.rstrip(".")
-    if not at or not from_domain:
+    address = parse_address(from_addr or "")
+    if address is None:
         return False
+    from_domain = address.rpartition("@")[2]
     for value in authentication_results:
         try:
             statements = _statements(value)
@@ -332,13 +333,24 @@ def _all_match(values: list[str] | None, from_domain: str, *, at_sign: str) -> b
     """
     if not values:
         return False
-    for value in values:
-        _, at, domain = value.strip().lower().rpartition("@")
-        if (at_sign == "never" and at) or (at_sign == "required" and not at):
-            return False
-        if domain.rstrip(".") != from_domain:
-            return False
-    return True
+    return all(_named_domain(value, at_sign) == from_domain for value in values)
+
+
+def _named_domain(value: str, at_sign: str) -> str | None:
+    """The domain a property value names, read as core.text reads addresses; None if none.
+
+    `@domain` (a signing identity without its local part) and one trailing root dot are
+    allowed; anything else that is not exactly a domain or an address names nothing.
+    """
+    text = value.strip()
+    if text.endswith("."):
+        text = text[:-1]
+    local, at, domain = text.rpartition("@")
+    if (at_sign == "never" and at) or (at_sign == "required" and not at):
+        return None
+    if local and parse_address(text) is None:
+        return None
+    return parse_domain(domain)
 
 
 # --- the verdict ------------------------------------------------------------------------------
@@ -376,11 +388,11 @@ def verify(
     Fails closed: no sender, a sender who is not a maintainer, no enabled proof, or no proof
     that holds, is a refusal. Proofs other than "token" and "dmarc" are never satisfied.
     """
-    address = (sender or "").strip().lower()
-    if not address:
+    address = parse_address(sender or "")
+    if address is None:
         return Verdict(False, None, "the message has no valid From address")
     shown = _show(address)
-    if address not in {member.strip().lower() for member in maintainers}:
+    if address not in {parse_address(member) for member in maintainers}:
         return Verdict(False, None, f"{shown} is not a maintainer")
     enabled = {proof.strip().lower() for proof in proofs}
     failures: list[str] = []

@@ -22,13 +22,13 @@ from triaged import workflow as wf
 from triaged.advisory import draft
 from triaged.compose import Composer, Outgoing
 from triaged.config import SEVERITIES, Config
+from triaged.core.text import parse_address
 from triaged.durations import add
 from triaged.message import clean_header_text
 from triaged.store import Store, parse_ts, ts
 from triaged.versions import only_unsupported
 
 _CVE = re.compile(r"^CVE-\d{4}-\d{4,19}$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_~-]{0,63}$")
 
 
@@ -187,10 +187,12 @@ class Assign(Command):
     example = "/assign alice@example.org"
 
     def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
-        address = _one(args, "a maintainer's address")
-        if isinstance(address, Outcome):
-            return address
-        address = address.lower()
+        written = _one(args, "a maintainer's address")
+        if isinstance(written, Outcome):
+            return written
+        address = parse_address(written)
+        if address is None:
+            return refused(f"{clean_header_text(written, 80)!r} is not an address")
         if address not in ctx.config.maintainers.members:
             return refused(f"{address} is not a maintainer")
         ctx.set("handler", address)
@@ -601,12 +603,12 @@ class Cc(Command):
     example = "/cc upstream-maintainer@example.net"
 
     def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
-        address = _one(args, "an address")
-        if isinstance(address, Outcome):
-            return address
-        address = address.lower()
-        if not _ADDRESS.match(address):
-            return refused(f"{clean_header_text(address, 80)!r} is not an address")
+        written = _one(args, "an address")
+        if isinstance(written, Outcome):
+            return written
+        address = parse_address(written)
+        if address is None:
+            return refused(f"{clean_header_text(written, 80)!r} is not an address")
         if address in ctx.store.participants(ctx.report_id):
             return refused(f"{address} already takes part")
         ctx.store.insert(

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from triaged.core.text import parse_address
 from triaged.durations import Calendar, Duration, Share, parse_duration, parse_offset
 from triaged.errors import ConfigError
 
 DEFAULT_PATH = "/etc/triaged/config.toml"
 SEVERITIES = ("low", "medium", "high", "critical")
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 
 T = TypeVar("T")
 
@@ -339,9 +339,10 @@ class _Loader:
 
 
 def _address(value: str) -> str:
-    if not _ADDRESS.match(value) or ".." in value:
+    address = parse_address(value)
+    if address is None:
         raise ValueError(f"{value!r} is not a plain e-mail address (local@domain)")
-    return value.lower()
+    return address
 
 
 def _timezone(value: str) -> ZoneInfo:
@@ -709,7 +710,7 @@ def _https_list(values: list[Any]) -> list[str]:
 def _contacts(values: list[Any]) -> list[str]:
     contacts = []
     for value in values:
-        if isinstance(value, str) and _ADDRESS.match(value):
+        if isinstance(value, str) and parse_address(value) is not None:
             value = f"mailto:{value}"
         contacts.append(_uri(value, ("mailto:", "https://", "tel:")))
     return contacts

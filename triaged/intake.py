@@ -377,6 +377,7 @@ class IntakeRunner:
         text, truncated = _cap(msg.text)
         context = {
             "reporter": reporter,
+            "from_text": msg.from_text,
             "received": self.composer.when(now),
             "subject": msg.subject,
             "due": [f"{_CLOCK_LABELS[name]} by: {when}" for name, when in due.items()],
@@ -521,7 +522,12 @@ class IntakeRunner:
                 to=member,
                 subject=f"Held: a non-participant wrote about report {claimed}",
                 template="held.txt",
-                context={"sender": msg.from_addr, "subject": msg.subject, "message_number": number},
+                context={
+                    "sender": msg.from_addr,
+                    "from_text": msg.from_text,
+                    "subject": msg.subject,
+                    "message_number": number,
+                },
                 now=incoming.received,
                 report_id=claimed,
                 auto="auto-generated",

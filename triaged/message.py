@@ -30,6 +30,7 @@ from encodings.aliases import aliases as _CODEC_ALIASES
 from typing import TYPE_CHECKING, Any, cast
 
 from triaged.config import LimitsConfig
+from triaged.core.text import address_list
 from triaged.errors import UnsafeMessage
 
 __all__ = ["Attachment", "ParsedMessage", "clean_header_text", "parse"]
@@ -58,8 +59,13 @@ class ParsedMessage:
     message_id: str | None  # "<...>" form, sanitized, <= 998 chars; None if absent or garbage
     in_reply_to: tuple[str, ...]  # message-ids in In-Reply-To, "<...>" form
     references: tuple[str, ...]  # message-ids in References, the last 100
-    from_addr: str | None  # the one author's addr-spec, lowercased; None if none or several
+    # The one author's address, lowercased (core.text.parse_address); None unless the From
+    # field names exactly one well-formed address.
+    from_addr: str | None
     from_name: str  # its display name, decoded and sanitized ("" if none)
+    # The From field as written (not decoded), unfolded and sanitized, <= 300 chars: what the
+    # maintainers are shown when from_addr is None. "" if there is none.
+    from_text: str
     to_addrs: tuple[str, ...]  # addr-specs of To, Cc and Delivered-To, lowercased, no repeats
     subject: str  # RFC 2047-decoded, sanitized single line, <= 300 chars
     date: datetime | None  # aware ("-0000" is taken as UTC); None if absent or garbage
@@ -477,167 +483,57 @@ def _check_header_block(raw: bytes, limits: LimitsConfig) -> None:
 
 # --- addresses --------------------------------------------------------------------------------
 
-_ADDR_SPEC = re.compile(
-    r"[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@"
-    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-)
-_ADDR_RUN = re.compile(r'[^"()<>,;:\\]+')
-_ANGLE_RUN = re.compile(r'[^"()<>\\]+')
-_COMMENT_RUN = re.compile(r"[^()\\]+")
-_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"?', re.DOTALL)
-_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
-_AROUND_SPECIALS = re.compile(r"\s*([@.])\s*")
-
-
-def _valid_addr(candidate: str) -> str | None:
-    addr = candidate.rsplit(":", 1)[-1]  # an obsolete source route: <@relay:user@host>
-    addr = "".join(addr.split()).lower()
-    if len(addr) > 254 or not _ADDR_SPEC.fullmatch(addr):
-        return None
-    return addr
-
-
-def _mailboxes(value: str) -> list[tuple[str, str]]:
-    """(display name, address candidate) for each mailbox of an address-list header.
-
-    A linear scanner honouring quoted strings, nested comments, angle brackets and groups;
-    the stdlib's getaddresses recurses (RecursionError on "((((...") and is slower. The
-    display name is not decoded here: it is split off before any encoded word is decoded, so
-    an encoded "<x@y>" in a name can never become an address.
-    """
-    result: list[tuple[str, str]] = []
-    phrase: list[str] = []
-    comment: list[str] = []
-    angle: list[str] | None = None
-    in_angle = False
-    depth = 0
-    pos = 0
-    length = len(value)
-
-    def flush() -> None:
-        nonlocal angle, in_angle
-        name = " ".join("".join(phrase).split())
-        if angle is not None:
-            result.append((name, "".join(angle)))
-        elif name:
-            bare = _AROUND_SPECIALS.sub(r"\1", name)
-            result.append((" ".join("".join(comment).split()), bare))
-        phrase.clear()
-        comment.clear()
-        angle = None
-        in_angle = False
-
-    while pos < length:
-        char = value[pos]
-        if depth:
-            if char == "(":
-                depth += 1
-            elif char == ")":
-                depth -= 1
-                comment.append(" ")
-            elif char == "\\":
-                comment.append(value[pos + 1 : pos + 2])
-                pos += 2
-                continue
-            else:
-                run = _COMMENT_RUN.match(value, pos)
-                assert run is not None
-                comment.append(run.group())
-                pos = run.end()
-                continue
-        elif char == '"':
-            quoted = _QUOTED.match(value, pos)
-            assert quoted is not None
-            text = _QUOTED_PAIR.sub(r"\1", quoted.group(1))
-            if in_angle and angle is not None:
-                angle.append(f'"{text}"')
-            else:
-                phrase.append(text)
-            pos = quoted.end()
-            continue
-        elif char == "(":
-            depth = 1
-        elif in_angle and angle is not None:
-            if char == ">":
-                in_angle = False
-            elif char == "<":
-                angle.clear()
-            else:
-                run = _ANGLE_RUN.match(value, pos)
-                if run is None:  # a lone backslash
-                    angle.append(char)
-                else:
-                    angle.append(run.group())
-                    pos = run.end()
-                    continue
-        elif char == "<":
-            in_angle = True
-            angle = []
-        elif char in ",;":
-            flush()
-        elif char == ":":
-            phrase.clear()  # a group's name
-        else:
-            run = _ADDR_RUN.match(value, pos)
-            if run is None:  # a lone backslash or ">"
-                phrase.append(char)
-            else:
-                phrase.append(run.group())
-                pos = run.end()
-                continue
-        pos += 1
-    flush()
-    return result
-
 
 def _addresses(raw_values: Iterable[str]) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for raw in raw_values:
         try:
-            for _, candidate in _mailboxes(_unfold(_text(raw))):
-                addr = _valid_addr(candidate)
-                if addr is not None:
-                    seen.setdefault(addr, None)
+            for box in address_list(_unfold(_text(raw))).mailboxes:
+                if box.address is not None:
+                    seen.setdefault(box.address, None)
         except Exception:  # noqa: S112 - one broken header must not lose the others
             continue
     return tuple(seen)
 
 
+def _is_daemon(spec: str) -> bool:
+    """Whether a mailbox's spec names a mailer daemon: its local part, with or without a
+    domain (bounces come from "MAILER-DAEMON" alone too)."""
+    local = spec.rsplit(":", 1)[-1].rsplit("@", 1)[0] if "@" in spec else spec
+    return local.strip().lower() in ("mailer-daemon", "postmaster")
+
+
 def _from(raw: str | None) -> tuple[str | None, str, bool]:
-    """(first valid address, its display name, whether any mailbox is a mailer daemon)."""
+    """(the one author's address, its display name, whether any mailbox is a mailer daemon).
+
+    No address unless the field names exactly one well-formed address (core.text): nothing
+    to answer, and nothing a maintainer could be recognised by.
+    """
     if raw is None:
         return None, "", False
     try:
-        boxes = _mailboxes(_unfold(_text(raw)))
+        addresses = address_list(_unfold(_text(raw)))
     except Exception:
         return None, "", False
-    daemon = any(
-        "".join(candidate.split()).rsplit(":", 1)[-1].split("@", 1)[0].lower()
-        in ("mailer-daemon", "postmaster")
-        for _, candidate in boxes
-    )
-    valid = [(addr, name) for name, candidate in boxes if (addr := _valid_addr(candidate))]
-    if len({addr for addr, _ in valid}) != 1:
-        # None, or several authors: nothing to answer and nothing DMARC could vouch for.
+    daemon = any(_is_daemon(box.spec) for box in addresses.mailboxes)
+    box = addresses.single()
+    if box is None:
         return None, "", daemon
-    addr, name = valid[0]
-    return addr, _header_text(name, MAX_NAME), daemon
+    return box.address, _header_text(box.name, MAX_NAME), daemon
 
 
 def _return_path(raw: str | None) -> str | None:
     if raw is None:
         return None
     value = _unfold(_text(raw)).strip()
-    if not value or re.fullmatch(r"<\s*>", value):
-        return ""
     try:
-        for _, candidate in _mailboxes(value):
-            addr = _valid_addr(candidate)
-            if addr is not None:
-                return addr
-    except Exception:  # noqa: S110 - falls back to the sanitized raw value below
-        pass
-    return clean_header_text(value, MAX_NAME)
+        addresses = address_list(value)
+    except Exception:
+        return clean_header_text(value, MAX_NAME)
+    if not value or (len(addresses.mailboxes) == 1 and addresses.mailboxes[0].spec == ""):
+        return ""  # the null path, "<>"
+    box = addresses.single()
+    return box.address if box is not None else clean_header_text(value, MAX_NAME)
 
 
 # --- message ids ------------------------------------------------------------------------------
@@ -878,7 +774,8 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         raise UnsafeMessage("no header fields")
 
     message_ids = _message_ids(single.get("message-id"))
-    from_addr, from_name, daemon = _from(single.get("from"))
+    raw_from = single.get("from")
+    from_addr, from_name, daemon = _from(raw_from)
     if from_fields > 1:
         # Two From fields: no single author, so no address to answer or to trust.
         from_addr, from_name = None, ""
@@ -917,6 +814,7 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         references=tuple(_message_ids(single.get("references"))[-MAX_REFERENCES:]),
         from_addr=from_addr,
         from_name=from_name,
+        from_text=_header_text(raw_from, MAX_NAME, decode=False) if raw_from is not None else "",
         to_addrs=_addresses(recipients),
         subject=_header_text(subject, MAX_SUBJECT) if subject is not None else "",
         date=_date(single.get("date")),
