@@ -1,11 +1,16 @@
-"""The daemon as a real process against Dovecot and aiosmtpd: IDLE, crashes, reconnects."""
+"""The daemon against Dovecot and aiosmtpd (a real process, or in-process where a test hooks its
+loop): IDLE, crashes, reconnects."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from helpers import (
     MAINTAINERS,
     DaemonProcess,
@@ -15,7 +20,11 @@ from helpers import (
     wait_until,
     with_reports,
 )
+from imapclient import IMAPClient
 from servers import DovecotServer, ImapAccount, SmtpSink
+
+from triaged.daemon import Daemon
+from triaged.imap import ImapMailbox
 
 
 def test_idle_answers_a_new_message_without_waiting_for_a_poll(
@@ -96,3 +105,44 @@ def test_dovecot_restarted_under_the_daemon_reconnects_and_catches_up(
         daemon.wait_for_log("reachable again")
         assert daemon.log().count("mailbox unavailable") == 1
         assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("window", ["before IDLE", "during the SEARCH"])
+def test_mail_arriving_between_a_pass_and_idle_is_answered_at_once(
+    window: str,
+    tmp_dir: Path,
+    imap_account: ImapAccount,
+    smtp_sink: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The window made certain: the message is appended at that point of the daemon's own
+    # loop, once. Before IDLE, Dovecot's EXISTS comes in the packet of "+ idling"; during the
+    # SEARCH, it comes after the result that lacks the message. Either way IDLE itself never
+    # reports it, and the receipt waited for Dovecot's keepalive (about 2 minutes).
+    config = imap_config(tmp_dir, imap_account, smtp_sink)
+    delivered = threading.Event()
+
+    def deliver_once(original: Callable[..., Any]) -> Callable[..., Any]:
+        def hooked(self: Any, *args: Any) -> Any:
+            if not delivered.is_set():
+                delivered.set()
+                imap_account.append(mail(subject="in the window"))
+            return original(self, *args)
+
+        return hooked
+
+    if window == "before IDLE":
+        monkeypatch.setattr(ImapMailbox, "wait", deliver_once(ImapMailbox.wait))
+    else:
+        monkeypatch.setattr(IMAPClient, "search", deliver_once(IMAPClient.search))
+    daemon = Daemon(config)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert delivered.wait(20)
+        got = smtp_sink.wait_for(1 + len(MAINTAINERS), timeout=15)
+        assert any(c.rcpt_tos == ["reporter@outside.example"] for c in got)
+    finally:
+        daemon.request_stop()
+        thread.join(timeout=30)
+    assert not thread.is_alive()

@@ -320,3 +320,85 @@ def test_name_shows_the_endpoint_but_no_secret(imap_account: ImapAccount) -> Non
     box = ImapMailbox(mailbox_config(imap_account))
     assert box.name == f"imap+plain://{imap_account.user}@127.0.0.1:{imap_account.port}/INBOX"
     assert imap_account.password not in box.name
+
+
+@pytest.mark.parametrize("scheme", ["imap+plain", "imaps", "imap"])
+def test_wait_sees_mail_announced_with_the_answer_to_idle(
+    scheme: str, request: pytest.FixtureRequest
+) -> None:
+    # Mail that arrives after the last look and before IDLE: Dovecot sends its EXISTS in the
+    # same packet as "+ idling", so it is read into imaplib's buffer with the continuation and
+    # the socket never becomes readable for it. Over TLS too (implicit and STARTTLS).
+    if scheme == "imap+plain":
+        account: ImapAccount = request.getfixturevalue("imap_account")
+        config = mailbox_config(account)
+    else:
+        server: DovecotServer = request.getfixturevalue("dovecot_tls")
+        account = request.getfixturevalue("imap_account_tls")
+        config = mailbox_config(account, scheme=scheme, ca_file=server.ca_file)
+    box = ImapMailbox(config)
+    box.connect()
+    try:
+        assert box.pending() == []
+        account.append(message(1))
+        stop = threading.Event()
+        # The bound: before the fix, wait() sat until Dovecot's keepalive (about 2 minutes).
+        guard = threading.Timer(15, stop.set)
+        guard.start()
+        box.wait(60, stop)
+        guard.cancel()
+        assert not stop.is_set(), "wait() did not see the announced message"
+        assert len(box.pending()) == 1
+    finally:
+        box.close()
+
+
+def test_wait_sees_mail_announced_in_the_answer_to_the_search(
+    imap_account: ImapAccount, mailbox: ImapMailbox
+) -> None:
+    # Mail that arrives while the folder is listed: Dovecot announces it (EXISTS) after the
+    # SEARCH result that does not hold it, and IDLE reports only what is newer than that.
+    client = mailbox.client
+    search = client.search
+
+    def search_after_a_delivery(criteria: list[str]) -> list[int]:
+        imap_account.append(message(1))
+        return search(criteria)  # type: ignore[no-any-return]
+
+    client.search = search_after_a_delivery
+    assert mailbox.pending() == []
+    client.search = search
+    stop = threading.Event()
+    guard = threading.Timer(15, stop.set)
+    guard.start()
+    mailbox.wait(60, stop)
+    guard.cancel()
+    assert not stop.is_set(), "wait() did not see the announced message"
+    assert len(mailbox.pending()) == 1
+
+
+def test_a_server_that_repeats_exists_costs_one_look_not_a_busy_loop(
+    imap_account: ImapAccount, mailbox: ImapMailbox
+) -> None:
+    # Some servers repeat "* n EXISTS" in answers without new mail. An announcement wakes the
+    # wait once; when the look it caused found nothing new, the next one is not believed.
+    client = mailbox.client
+    search = client.search
+
+    def search_repeating_exists(criteria: list[str]) -> list[int]:
+        found = search(criteria)
+        client._imap.untagged_responses.setdefault("EXISTS", []).append(b"0")
+        return found  # type: ignore[no-any-return]
+
+    client.search = search_repeating_exists
+    assert mailbox.pending() == []
+    stop = threading.Event()
+    guard = threading.Timer(15, stop.set)
+    guard.start()
+    mailbox.wait(60, stop)  # the one extra look
+    guard.cancel()
+    assert not stop.is_set()
+    assert mailbox.pending() == []
+    started = time.monotonic()
+    mailbox.wait(1.5, threading.Event())
+    assert time.monotonic() - started >= 1.4  # waited: no second immediate wake-up

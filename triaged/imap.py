@@ -10,6 +10,8 @@ from __future__ import annotations
 import imaplib
 import logging
 import re
+import select
+import socket
 import ssl
 import threading
 import time
@@ -30,10 +32,8 @@ PROCESSED_KEYWORD = "$TriagedProcessed"
 QUARANTINE_KEYWORD = "$TriagedQuarantine"
 FETCH_CHUNK = 2000  # UIDs per FETCH command (imapclient wants a list; lines stay < 16 KB)
 IDLE_SLICE = 1.0  # seconds between checks of `stop` while idling
-_NEW_MAIL = (b"EXISTS", b"RECENT")
-# idle_check() swallows EOF and returns nothing; a few empty wake-ups in a row mean the peer
-# has gone.
-_EMPTY_WAKEUPS = 3
+# The untagged responses that announce new mail, as imaplib files them.
+_NEW_MAIL = ("EXISTS", "RECENT")
 
 T = TypeVar("T")
 
@@ -83,6 +83,13 @@ class ImapMailbox:
         self._uidvalidity: int | None = None
         self._has_move = False
         self._has_idle = False
+        # New mail announced (EXISTS) in the answer to a command since the folder was last
+        # listed: IDLE would not announce it again.
+        self._announced = False
+        # The highest UID listed so far, and its value when an announcement last cut a wait
+        # short (see wait()).
+        self._highest_uid = 0
+        self._woken_at: int | None = None
 
     @property
     def name(self) -> str:
@@ -167,11 +174,15 @@ class ImapMailbox:
                 if uidvalidity is None:
                     raise MailboxError(f"{self.name}: the server sent no UIDVALIDITY")
                 self._uidvalidity = int(uidvalidity)
+                # SELECT's EXISTS is the folder's size, not news: the first listing covers it.
+                _forget_untagged(client)
         except BaseException:
             if client is not None:
                 _shutdown(client)
             raise
         self._client = client
+        self._announced = False
+        self._woken_at = None
         log.debug(
             "connected to %s (move=%s, idle=%s, uidvalidity=%s)",
             self.name,
@@ -233,9 +244,14 @@ class ImapMailbox:
         found = []
         with self._guard("list the folder"):
             # A selected session only sees messages the server has announced (EXISTS); NOOP
-            # lets it announce what arrived since the last command.
+            # lets it announce what arrived since the last command, and the SEARCH below
+            # covers all of it. What is announced from here on is noted by wait().
             client.noop()
+            _forget_untagged(client)
+            self._announced = False
             uids = sorted(int(uid) for uid in client.search(criteria))
+            if uids and uids[-1] > self._highest_uid:
+                self._highest_uid = uids[-1]
             wanted = set(uids)
             # One FETCH unless the folder is huge (imapclient takes the UIDs as a list).
             for chunk in _chunks(uids):
@@ -278,14 +294,36 @@ class ImapMailbox:
                 f"flag messages {keyword}",
                 lambda: client.add_flags(_message_set(numbers), [keyword], silent=True),
             )
-        _forget_untagged(client)
+        self._note_announcements(client)
 
     # -- waiting --
+
+    def _note_announcements(self, client: Any) -> None:
+        """Notes whether the answers read so far announced new mail, and forgets them.
+
+        imaplib keeps every untagged response until the next SELECT (one EXPUNGE per moved
+        message: over a long connection they grew with every message handled, bench/).
+        """
+        responses = client._imap.untagged_responses
+        if any(name in responses for name in _NEW_MAIL):
+            self._announced = True
+        responses.clear()
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
         client = self.client
         if stop.is_set() or timeout <= 0:
             return
+        self._note_announcements(client)
+        if self._announced:
+            self._announced = False
+            # Announced in an answer already read (to the listing's SEARCH, a FETCH, a MOVE):
+            # the server will not announce it again, so look now. Unless the last look caused
+            # by an announcement found no new message: a server may repeat EXISTS in every
+            # answer, and believing it each time would never wait at all.
+            if self._woken_at != self._highest_uid:
+                self._woken_at = self._highest_uid
+                log.debug("new mail was announced before the wait; looking again")
+                return
         if not self._has_idle:
             stop.wait(min(timeout, float(self.config.poll_interval.seconds)))
             if not stop.is_set():
@@ -296,49 +334,72 @@ class ImapMailbox:
 
     def _idle(self, client: Any, timeout: float, stop: threading.Event) -> None:
         deadline = time.monotonic() + timeout
+        imap = client._imap
         client.idle()
         try:
-            empty = 0
             while not stop.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                step = min(IDLE_SLICE, remaining)
-                started = time.monotonic()
-                responses = client.idle_check(timeout=step)
-                if any(_is_bye(r) for r in responses):
+                _read_arrived(imap, min(IDLE_SLICE, remaining))
+                if "BYE" in imap.untagged_responses:
                     raise imaplib.IMAP4.abort("the server closed the connection (BYE)")
-                if any(_is_new_mail(r) for r in responses):
+                if any(name in imap.untagged_responses for name in _NEW_MAIL):
                     break
-                if responses or time.monotonic() - started >= step / 2:
-                    empty = 0
-                    continue
-                empty += 1
-                if empty >= _EMPTY_WAKEUPS:
-                    raise imaplib.IMAP4.abort("the server closed the connection")
         except BaseException:
             # The connection is in an unknown state (still idling, or dead): drop it.
             self._drop()
             raise
         client.idle_done()
+        self._note_announcements(client)
 
 
-def _is_new_mail(response: object) -> bool:
-    return isinstance(response, tuple) and len(response) >= 2 and response[1] in _NEW_MAIL
+def _read_arrived(imap: Any, timeout: float) -> None:
+    """Reads the responses that have arrived, waiting up to `timeout` for the first one.
+
+    imaplib files them under `untagged_responses`. Lines that came with an earlier answer (an
+    EXISTS in the packet of IDLE's "+ idling") are already in imaplib's buffer, where the
+    socket never becomes readable for them: complete lines in the buffer are read first, and
+    the socket is waited on only when there are none. At end of file imaplib raises abort.
+    """
+    if b"\n" not in _peek(imap) and not _readable(imap.sock, timeout):
+        return
+    # There is data: the rest of a line that has begun to arrive follows it.
+    imap._get_response()
+    while b"\n" in _peek(imap):
+        imap._get_response()
 
 
-def _is_bye(response: object) -> bool:
-    return isinstance(response, tuple) and len(response) >= 1 and response[0] == b"BYE"
+def _peek(imap: Any) -> bytes:
+    """What imaplib has received and not yet read, or b""; never waits.
+
+    With nothing buffered, BufferedReader.peek reads the socket once: non-blocking here, so it
+    only takes what has already arrived (TLS bytes already decrypted included).
+    """
+    sock: socket.socket = imap.sock
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        data: bytes = imap.file.peek()
+        return data
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return b""
+    finally:
+        sock.settimeout(timeout)
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether the socket has data (or end of file) within `timeout` seconds."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 def _forget_untagged(client: Any) -> None:
-    """Drops the untagged responses imaplib kept from the commands so far (one EXPUNGE per
-    moved message): nothing reads them, and imaplib only forgets them on SELECT, so over a
-    long connection they grew with every message handled (bench/)."""
-    imap = getattr(client, "_imap", None)
-    responses = getattr(imap, "untagged_responses", None)
-    if isinstance(responses, dict):
-        responses.clear()
+    """Drops the untagged responses imaplib kept (it forgets them only on SELECT)."""
+    client._imap.untagged_responses.clear()
 
 
 def _shutdown(client: Any) -> None:

@@ -96,8 +96,16 @@ class MaildirMailbox:
         return 1
 
     def pending(self) -> list[Envelope]:
-        box = self.box
-        box._refresh()  # type: ignore[attr-defined]  # the stdlib caches the listing for 2 s
+        if self._box is None:
+            raise MailboxError("mailbox is not connected")
+        # A new listing every time. The stdlib lists new/ and cur/ again only when their mtime
+        # has grown since its last look, and where mtimes count whole seconds (ext3, NFS; FAT
+        # counts two) mail delivered in the second of that look was not listed until the next
+        # delivery changed the mtime.
+        try:
+            box = self._box = std_mailbox.Maildir(self.path, factory=None, create=False)
+        except (OSError, std_mailbox.Error) as exc:
+            raise MailboxError(f"cannot open Maildir {self.path}: {exc}") from exc
         found = []
         for key in box.iterkeys():
             try:
