@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from triaged.durations import Calendar, Duration, Share, parse_duration, parse_offset
+from triaged.core.durations import Calendar, Duration, Share, parse_duration, parse_offset
+from triaged.core.versions import check_line
 from triaged.errors import ConfigError
 
 DEFAULT_PATH = "/etc/triaged/config.toml"
@@ -181,7 +182,7 @@ class PackageConfig:
     name: str = ""  # "" = the project's name
     ecosystem: str | None = None  # an OSV ecosystem: PyPI, npm, crates.io, Go, Maven...
     repository: str | None = None
-    # The version lines that get security fixes: "1.0.x", "2.x", ">=2.0" (see versions.py).
+    # The version lines that get security fixes: "1.0.x", "2.x", ">=2.0" (see core/versions.py).
     supported: tuple[str, ...] = ()
 
 
@@ -727,8 +728,6 @@ def _languages(values: list[Any]) -> list[str]:
 
 
 def _supported(values: list[Any]) -> list[str]:
-    from triaged.versions import check_line
-
     if not all(isinstance(value, str) for value in values):
         raise ValueError("must be a list of strings")
     return [check_line(value) for value in values]
