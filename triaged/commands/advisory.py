@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from triaged.commands.base import Command, Context, Outcome, done, help_text, refused, register
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.disclosure.advisory import draft
 
@@ -41,7 +42,7 @@ class Advisory(Command):
                     reply_to=ctx.reply_to_for(address),
                 )
             )
-        ctx.event("advisory_draft", advisory=advisory.id, gaps=len(advisory.gaps))
+        ctx.event(ev.ADVISORY_DRAFT, advisory=advisory.id, gaps=len(advisory.gaps))
         checks = f"; {len(advisory.gaps)} thing(s) to check" if advisory.gaps else ""
         return done(f"advisory draft {advisory.id} sent to {', '.join(recipients)}{checks}")
 

@@ -16,11 +16,13 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from triaged.config import Config
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.timefmt import ts
 from triaged.disclosure.policy import after_transition, disclosure_context
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.parse import clean_header_text
+from triaged.store import events
 from triaged.store.db import Store
 
 # /help lists the commands in this order (the order of the README's table); a test checks that
@@ -69,8 +71,14 @@ class Context:
         return dict(row)
 
     def event(self, kind: str, **detail: Any) -> None:
-        self.store.event(
-            self.report_id, self.now, kind, actor=self.actor, message=self.message, **detail
+        events.record(
+            self.store,
+            self.report_id,
+            self.now,
+            kind,
+            actor=self.actor,
+            message=self.message,
+            **detail,
         )
 
     def set(self, column: str, value: Any) -> Any:
@@ -80,7 +88,7 @@ class Context:
             f"UPDATE reports SET {column} = ?, updated_at = ? WHERE id = ?",
             (value, ts(self.now), self.report_id),
         )
-        self.event("set", field=column, old=old, new=value)
+        self.event(ev.SET, field=column, old=old, new=value)
         return old
 
     def transition(self, target: str, **detail: Any) -> Outcome:
@@ -92,7 +100,7 @@ class Context:
             "UPDATE reports SET state = ?, previous_state = ?, updated_at = ? WHERE id = ?",
             (target, current, ts(self.now), self.report_id),
         )
-        self.event("state", old=current, new=target, **detail)
+        self.event(ev.STATE, old=current, new=target, **detail)
         if target == wf.DISCLOSED:
             self.set("disclosed_at", ts(self.now))
         if target in wf.REPORTER_TOLD:
@@ -120,7 +128,7 @@ class Context:
                 in_reply_to=in_reply_to,
             )
         )
-        self.event("reporter_mail", template=template)
+        self.event(ev.REPORTER_MAIL, template=template)
         return True
 
 

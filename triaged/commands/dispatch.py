@@ -13,9 +13,11 @@ from datetime import datetime, timedelta
 from triaged.commands.base import COMMANDS, Context, Outcome, refused
 from triaged.commands.parse import Commands, extract
 from triaged.config import Config
+from triaged.core import events as ev
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.parse import ParsedMessage
+from triaged.store import events
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,14 @@ class Dispatcher:
         commands = self.commands_of(msg)
         sender = msg.from_addr or ""
         if not commands.lines:
-            self.store.event(
-                report_id, now, "note", actor=sender, message=number, chars=len(commands.note)
+            events.record(
+                self.store,
+                report_id,
+                now,
+                ev.NOTE,
+                actor=sender,
+                message=number,
+                chars=len(commands.note),
             )
             return []
         verdict = auth.verify(
@@ -92,7 +100,7 @@ class Dispatcher:
         )
         lines = self._run_all(ctx, commands, reporter=False)
         if commands.note:
-            ctx.event("note", chars=len(commands.note))
+            ctx.event(ev.NOTE, chars=len(commands.note))
         log.info(
             "report %s: %d command(s) from %s (%s)", report_id, len(lines), sender, verdict.proof
         )
@@ -130,7 +138,7 @@ class Dispatcher:
                 outcome = refused(f"/{line.name} is not available to you")
             else:
                 outcome = self._run(ctx, line.name, line.args, line.error)
-            ctx.event("command", command=line.raw, ok=outcome.ok, result=outcome.text)
+            ctx.event(ev.COMMAND, command=line.raw, ok=outcome.ok, result=outcome.text)
             lines.append(Line(line.raw, outcome.ok, outcome.text))
         return lines
 
@@ -156,8 +164,14 @@ class Dispatcher:
         self, msg: ParsedMessage, report_id: str | None, number: int, now: datetime, reason: str
     ) -> list[Outgoing]:
         log.warning("commands from %s refused: %s", msg.from_addr, reason)
-        self.store.event(
-            report_id, now, "commands_refused", actor=msg.from_addr, message=number, reason=reason
+        events.record(
+            self.store,
+            report_id,
+            now,
+            ev.COMMANDS_REFUSED,
+            actor=msg.from_addr,
+            message=number,
+            reason=reason,
         )
         self.store.conn.execute(
             "UPDATE messages SET reason = ? WHERE id = ?", (f"commands refused: {reason}", number)

@@ -16,6 +16,7 @@ from triaged.commands.base import (
     register,
     text_argument,
 )
+from triaged.core import events as ev
 from triaged.core.timefmt import ts
 from triaged.mail.parse import clean_header_text
 
@@ -84,7 +85,7 @@ class Cc(Command):
                 "added_at": ts(ctx.now),
             },
         )
-        ctx.event("participant_added", address=address)
+        ctx.event(ev.PARTICIPANT_ADDED, address=address)
         # The reporter learns that someone was added, never who: addresses stay private.
         ctx.tell_reporter("reporter_cc.txt", "Another participant was added to your report")
         return done(f"participant added: {address}")
@@ -101,7 +102,7 @@ class Reply(Command):
         if not text:
             return refused("nothing to send: write the reply below the /reply line")
         ctx.tell_reporter("reporter_reply.txt", "Re: your report", text=text)
-        ctx.event("reply", chars=len(text))
+        ctx.event(ev.REPLY, chars=len(text))
         return done(f"reply sent to the reporter ({len(text.splitlines())} lines)")
 
 

@@ -19,6 +19,7 @@ from triaged.commands.base import (
     text_argument,
 )
 from triaged.config import SEVERITIES
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.timefmt import ts
 from triaged.mail.parse import clean_header_text
@@ -202,7 +203,7 @@ class Reopen(Command):
             " updated_at = ? WHERE id = ?",
             (target, report["state"], ts(ctx.now), ctx.report_id),
         )
-        ctx.event("state", old=report["state"], new=target, reopened=True)
+        ctx.event(ev.STATE, old=report["state"], new=target, reopened=True)
         return done(f"state: {report['state']} -> {target}")
 
 

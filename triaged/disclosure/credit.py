@@ -8,8 +8,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from triaged.config import Config
+from triaged.core import events as ev
 from triaged.disclosure.advisory import reporter_credit
 from triaged.mail.compose import Composer
+from triaged.store import events
 from triaged.store.db import Store
 
 # What mail and advisories say of a reporter who stated no credit preference.
@@ -47,12 +49,9 @@ def ask_credit_once(ctx: ReportContext) -> bool:
     report = ctx.report
     if credit_words(report)["kind"] != "none":
         return False
-    asked = ctx.store.one(
-        "SELECT 1 FROM events WHERE report_id = ? AND kind = 'credit_asked'", (ctx.report_id,)
-    )
-    if asked is not None:
+    if events.happened(ctx.store, ctx.report_id, ev.CREDIT_ASKED):
         return False
     if not ctx.tell_reporter("reporter_credit.txt", "How would you like to be credited?"):
         return False
-    ctx.event("credit_asked")
+    ctx.event(ev.CREDIT_ASKED)
     return True

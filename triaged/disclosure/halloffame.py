@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from triaged.config import Config
+from triaged.core import events as ev
+from triaged.core import workflow as wf
 from triaged.disclosure import advisory
 from triaged.store.db import Store
 
@@ -22,9 +24,10 @@ def disclosed(store: Store) -> list[dict[str, Any]]:
     """The public reports, each with `disclosed_on` (a datetime), newest first."""
     rows = store.all(
         "SELECT r.*, (SELECT MAX(e.at) FROM events e WHERE e.report_id = r.id"
-        "  AND e.kind = 'state' AND json_extract(e.detail, '$.new') = 'disclosed')"
+        "  AND e.kind = ? AND json_extract(e.detail, '$.new') = ?)"
         "  AS disclosed_event"
-        " FROM reports r WHERE r.state IN ('disclosed', 'closed')"
+        " FROM reports r WHERE r.state IN (?, ?)",
+        (ev.STATE, wf.DISCLOSED, wf.DISCLOSED, wf.CLOSED),
     )
     reports = []
     for row in rows:

@@ -3,15 +3,16 @@ fixed adds to the transcript, and what mail to the reporter says of the embargo 
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.durations import add
 from triaged.core.timefmt import parse_ts
 from triaged.disclosure.credit import ReportContext, ask_credit_once, credit_words
 from triaged.disclosure.embargo import embargo_end, first_allowed_date, window
+from triaged.store import events
 
 
 def fixed_at(ctx: ReportContext) -> datetime | None:
@@ -19,12 +20,8 @@ def fixed_at(ctx: ReportContext) -> datetime | None:
     None unless it is fixed or disclosed now."""
     if ctx.report["state"] not in (wf.FIXED, wf.DISCLOSED):
         return None
-    rows = ctx.store.all(
-        "SELECT at, detail FROM events WHERE report_id = ? AND kind = 'state' ORDER BY id DESC",
-        (ctx.report_id,),
-    )
-    for row in rows:
-        detail = json.loads(row["detail"] or "{}")
+    for row in events.state_changes(ctx.store, ctx.report_id):
+        detail = ev.decode_detail(row["detail"])
         if detail.get("new") == wf.FIXED and not detail.get("reopened"):
             return parse_ts(str(row["at"]))
     return None

@@ -6,7 +6,6 @@ deadlock on a lock upgrade); sqlite-utils' own writes nest inside it as savepoin
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -276,27 +275,6 @@ class Store:
             tuple(row.values()),
         )
         return int(cursor.lastrowid or 0)
-
-    def event(
-        self,
-        report_id: str | None,
-        at: datetime,
-        kind: str,
-        actor: str | None = None,
-        message: int | None = None,
-        **detail: Any,
-    ) -> None:
-        self.insert(
-            "events",
-            {
-                "report_id": report_id,
-                "at": ts(at),
-                "actor": actor,
-                "kind": kind,
-                "detail": json.dumps(detail, sort_keys=True),
-                "message": message,
-            },
-        )
 
     # --- reads used by several runners --------------------------------------------------
 
