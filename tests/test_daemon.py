@@ -23,8 +23,8 @@ from helpers import (
 from imapclient import IMAPClient
 from servers import DovecotServer, ImapAccount, SmtpSink
 
-from triaged.daemon import Daemon
-from triaged.imap import ImapMailbox
+from triaged.mail.mailbox.imap import ImapMailbox
+from triaged.service.daemon import Daemon
 
 
 def test_idle_answers_a_new_message_without_waiting_for_a_poll(

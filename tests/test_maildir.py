@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import mail, make_config
 
-from triaged.mailbox import open_mailbox
+from triaged.mail.mailbox import open_mailbox
 
 
 def test_mail_delivered_in_the_second_of_the_last_look_is_listed(tmp_path: Path) -> None:

@@ -23,6 +23,15 @@ class UnsafeMessage(TriagedError):
         self.reason = reason
 
 
+class Refused(TriagedError):
+    """A command (or a rule it asks) will not do what was asked; the text says why, for the
+    transcript. Raised inside the command's savepoint, so nothing of it is kept."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class MailboxError(TriagedError):
     """The mailbox cannot be reached or refused an operation."""
 
@@ -33,6 +42,10 @@ class TransportError(TriagedError):
 
 class TemporaryFailure(TransportError):
     """Sending failed in a way that may succeed later (4xx, connection trouble)."""
+
+
+class ConnectionFailure(TemporaryFailure):
+    """The server could not be reached or talked to at all (every message would fail)."""
 
 
 class PermanentFailure(TransportError):
@@ -48,3 +61,7 @@ class AlreadyRunning(TriagedError):
         )
         self.database = database
         self.pid = pid
+
+
+class BackupError(TriagedError):
+    """The backup could not be made; nothing was left at the target."""

@@ -1,0 +1,201 @@
+"""Email commands: the context a command works in, the `Command` class and the registry.
+
+One small registered class per command lives in a module per group (`report`, `people`,
+`disclosure`, `advisory`); importing `triaged.commands` registers them all. `/help` is
+generated from the registry. A command gets the report's context and its arguments, changes
+the report through the context (which records every change as an event), and returns its line
+for the transcript; when it will not do what was asked it raises `Refused` (the dispatcher's
+savepoint then undoes whatever it had changed).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from triaged.config import Config
+from triaged.core import events as ev
+from triaged.core import workflow as wf
+from triaged.core.text import parse_address
+from triaged.core.timefmt import ts
+from triaged.disclosure.policy import after_transition, disclosure_context
+from triaged.errors import Refused
+from triaged.mail.compose import Composer, Outgoing
+from triaged.mail.parse import clean_header_text
+from triaged.store import events
+from triaged.store.db import Store
+
+# /help lists the commands in this order (the order of the README's table); a test checks that
+# every registered command has its place here.
+HELP_ORDER = (
+    *("ack", "assign", "severity", "cvss", "state", "confirm", "reject", "duplicate"),
+    *("affects", "fixed-in", "cve", "embargo", "disclose"),
+    *("credit", "cc", "waiting", "reply", "note"),
+    *("close", "reopen", "status", "advisory", "help"),
+)
+
+
+__all__ = ["COMMANDS", "Command", "CommandContext", "Refused", "register"]
+
+
+@dataclass
+class CommandContext:
+    """What a command may read and change: one report, inside the message's transaction."""
+
+    store: Store
+    config: Config
+    composer: Composer
+    report_id: str
+    actor: str
+    message: int | None
+    now: datetime
+    reply_text: str | None = None
+    outgoing: list[Outgoing] = field(default_factory=list)
+    reply_to_for: Callable[[str], str | None] = lambda _addr: None
+
+    @property
+    def report(self) -> dict[str, Any]:
+        row = self.store.report(self.report_id)
+        assert row is not None
+        return dict(row)
+
+    def event(self, kind: str, **detail: Any) -> None:
+        events.record(
+            self.store,
+            self.report_id,
+            self.now,
+            kind,
+            actor=self.actor,
+            message=self.message,
+            **detail,
+        )
+
+    def set(self, column: str, value: Any) -> Any:
+        """Changes one field of the report and records the change; returns the old value."""
+        old = self.report[column]
+        self.store.conn.execute(
+            f"UPDATE reports SET {column} = ?, updated_at = ? WHERE id = ?",
+            (value, ts(self.now), self.report_id),
+        )
+        self.event(ev.SET, field=column, old=old, new=value)
+        return old
+
+    def transition(self, target: str, **detail: Any) -> str:
+        """Moves the report to `target` (or raises Refused); returns the transcript line."""
+        current = self.report["state"]
+        refusal = wf.check(current, target)
+        if refusal is not None:
+            raise Refused(refusal.reason)
+        self.store.conn.execute(
+            "UPDATE reports SET state = ?, previous_state = ?, updated_at = ? WHERE id = ?",
+            (target, current, ts(self.now), self.report_id),
+        )
+        self.event(ev.STATE, old=current, new=target, **detail)
+        if target == wf.DISCLOSED:
+            self.set("disclosed_at", ts(self.now))
+        if target in wf.REPORTER_TOLD:
+            self.tell_reporter(f"reporter_{target}.txt", f"Your report is {target}", **detail)
+        return f"state: {current} -> {target}" + after_transition(self, target)
+
+    def tell_reporter(self, template: str, subject: str, **context: Any) -> bool:
+        reporter = self.report["reporter"]
+        if not reporter:
+            return False
+        first = self.store.one(
+            "SELECT message_id FROM messages WHERE report_id = ? AND kind = 'report'",
+            (self.report_id,),
+        )
+        in_reply_to = first["message_id"] if first else None
+        self.outgoing.append(
+            self.composer.build(
+                kind="reporter",
+                to=reporter,
+                subject=subject,
+                template=template,
+                context={"report": self.report, **disclosure_context(self), **context},
+                now=self.now,
+                report_id=self.report_id,
+                in_reply_to=in_reply_to,
+            )
+        )
+        self.event(ev.REPORTER_MAIL, template=template)
+        return True
+
+
+class Command(ABC):
+    name: ClassVar[str]
+    arguments: ClassVar[str] = ""
+    description: ClassVar[str]
+    example: ClassVar[str]
+    # Reporters may use only the commands marked as theirs.
+    for_reporters: ClassVar[bool] = False
+
+    @abstractmethod
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        """Does the command and returns its transcript line, or raises Refused."""
+
+    @classmethod
+    def usage(cls) -> str:
+        return f"/{cls.name} {cls.arguments}".rstrip()
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(cls: type[Command]) -> type[Command]:
+    COMMANDS[cls.name] = cls()
+    return cls
+
+
+def help_text(for_reporters: bool = False) -> str:
+    """Every command (or only the reporters' ones), in the README's order."""
+    commands = sorted(COMMANDS.values(), key=_help_rank)
+    return "\n".join(
+        _entry(command) for command in commands if command.for_reporters or not for_reporters
+    )
+
+
+def help_for(name: str) -> str:
+    """One command's entry, as `help_text` shows it; Refused for a name that is none."""
+    command = COMMANDS.get(name.lower().lstrip("/"))
+    if command is None:
+        raise Refused(f"unknown command /{clean_header_text(name, 40)}; /help lists the commands")
+    return _entry(command)
+
+
+def _entry(command: Command) -> str:
+    return f"{command.usage():<34} {command.description}\n{'':<34} e.g. {command.example}"
+
+
+def _help_rank(command: Command) -> int:
+    return HELP_ORDER.index(command.name) if command.name in HELP_ORDER else len(HELP_ORDER)
+
+
+def one_argument(args: tuple[str, ...], what: str) -> str:
+    if len(args) != 1:
+        raise Refused(f"takes exactly one argument: {what}")
+    return args[0]
+
+
+def address_argument(args: tuple[str, ...], what: str) -> str:
+    """The one argument as an address (core.text: exact and well formed), lowercased."""
+    written = one_argument(args, what)
+    address = parse_address(written)
+    if address is None:
+        raise Refused(f"{clean_header_text(written, 80)!r} is not an address")
+    return address
+
+
+def no_arguments(args: tuple[str, ...]) -> None:
+    if args:
+        raise Refused("takes no arguments")
+
+
+def text_argument(args: tuple[str, ...], what: str, limit: int = 500) -> str:
+    text = clean_header_text(" ".join(args), limit)
+    if not text:
+        raise Refused(f"needs {what}")
+    return text

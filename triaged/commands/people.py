@@ -1,0 +1,88 @@
+"""Commands about people: participants, the reporter's credit, replies and notes."""
+
+from __future__ import annotations
+
+from triaged.commands.base import (
+    Command,
+    CommandContext,
+    Refused,
+    address_argument,
+    register,
+    text_argument,
+)
+from triaged.core import events as ev
+from triaged.core.timefmt import ts
+from triaged.disclosure import credit
+
+
+@register
+class Credit(Command):
+    name = "credit"
+    arguments = '"NAME" | anonymous'
+    description = "how the reporter is credited (the reporter may use this command too)"
+    example = '/credit "Jane Doe"'
+    for_reporters = True
+
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        new = credit.Credit.chosen(
+            text_argument(args, 'a name in double quotes, or "anonymous"', credit.NAME_LIMIT)
+        )
+        old = credit.reporter_credit(ctx.report)
+        ctx.set("credit", credit.stored(new, ctx.actor, ctx.now))
+        line = f"credit: {new.label()}"
+        replaced = credit.replaced_choice(ctx.report, old, new, ctx.actor)
+        if replaced is not None:
+            line += f"\nnote: this replaces the reporter's own choice ({replaced})"
+        return line
+
+
+@register
+class Cc(Command):
+    name = "cc"
+    arguments = "ADDRESS"
+    description = "add a participant (their mail then threads; the reporter is told)"
+    example = "/cc upstream-maintainer@example.net"
+
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        address = address_argument(args, "an address")
+        if address in ctx.store.participants(ctx.report_id):
+            raise Refused(f"{address} already takes part")
+        ctx.store.insert(
+            "participants",
+            {
+                "report_id": ctx.report_id,
+                "address": address,
+                "role": "cc",
+                "added_by": ctx.actor,
+                "added_at": ts(ctx.now),
+            },
+        )
+        ctx.event(ev.PARTICIPANT_ADDED, address=address)
+        # The reporter learns that someone was added, never who: addresses stay private.
+        ctx.tell_reporter("reporter_cc.txt", "Another participant was added to your report")
+        return f"participant added: {address}"
+
+
+@register
+class Reply(Command):
+    name = "reply"
+    description = "everything below this line goes to the reporter (quoted text is cut)"
+    example = "/reply"
+
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        text = (ctx.reply_text or "").strip()
+        if not text:
+            raise Refused("nothing to send: write the reply below the /reply line")
+        ctx.tell_reporter("reporter_reply.txt", "Re: your report", text=text)
+        ctx.event(ev.REPLY, chars=len(text))
+        return f"reply sent to the reporter ({len(text.splitlines())} lines)"
+
+
+@register
+class Note(Command):
+    name = "note"
+    description = "the text of this message is an internal note (the default anyway)"
+    example = "/note"
+
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        return "kept as an internal note"
