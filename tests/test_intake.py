@@ -448,3 +448,20 @@ def test_a_from_that_only_resembles_a_maintainer_cannot_write_in_their_name(
     assert all(e.get("actor") != MAINTAINERS[0] for e in shown["events"])
     (stored,) = [m for m in harness.messages() if m["kind"] == "unverified"]
     assert stored["from_addr"] is None
+
+
+@pytest.mark.parametrize("prefix", [b"\xef\xbb\xbf", b"\r\n"], ids=["bom", "blank line"])
+def test_a_prefix_before_the_header_does_not_quarantine_the_report(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink, prefix: bytes
+) -> None:
+    raw = prefix + mail(subject="SSRF in the webhook client")
+    imap_account.append(raw)
+    assert harness.pump() == 1
+    got = _by_recipient(smtp_sink.wait_for(1 + len(MAINTAINERS)))
+    (receipt,) = got[REPORTER]
+    report_id = find_tag(str(receipt.msg["Subject"]))
+    assert report_id is not None
+    assert harness.show(report_id)["title"] == "SSRF in the webhook client"
+    [stored] = harness.messages()
+    assert (stored["kind"], stored["raw"]) == ("report", raw)  # stored as received
+    assert imap_account.fetch_all("triaged-processed") == [raw]

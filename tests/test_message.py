@@ -539,6 +539,43 @@ def test_unexpected_failure_becomes_unsafe(monkeypatch: pytest.MonkeyPatch) -> N
         parse(simple(), LIMITS)
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        b"\xef\xbb\xbf",  # a UTF-8 byte-order mark, as some editors and scripts write
+        b"\xef\xbb\xbf\xef\xbb\xbf",
+        b"\r\n",  # blank lines before the header (a script's stray newline)
+        b"\n\n",
+        b"\r",
+        b"\xef\xbb\xbf\r\n",
+        b"\r\n\xef\xbb\xbf",
+        b"From alice@example.org Mon Mar  2 10:00:00 2026\r\n",  # an mbox envelope line
+    ],
+)
+def test_a_prefix_before_the_header_is_ignored(prefix: bytes) -> None:
+    parsed = parse(prefix + simple(), LIMITS)
+    assert parsed == parse(simple(), LIMITS)
+    assert (parsed.from_addr, parsed.subject, parsed.text) == (
+        "alice@example.org",
+        "a report",
+        "hello\n",
+    )
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\xef\xbb\xbf",
+        b"\xef\xbb\xbf\r\n\r\nbody only",
+        b"\r\n\r\nno headers here\r\n",
+        b"\xff\xfeF\x00r\x00o\x00m\x00:\x00",  # UTF-16: not a message triaged can read
+    ],
+)
+def test_a_prefix_before_no_header_is_still_no_header(raw: bytes) -> None:
+    with pytest.raises(UnsafeMessage, match="no header fields"):
+        parse(raw, LIMITS)
+
+
 def test_no_header_fields_is_unsafe() -> None:
     for raw in (b"", b"\r\n\r\nbody only", b"no headers here\r\n\r\nat all\r\n"):
         with pytest.raises(UnsafeMessage, match="no header fields"):

@@ -732,10 +732,21 @@ def _walk(root: Message, limits: LimitsConfig) -> _Walk:
 # --- parse ------------------------------------------------------------------------------------
 
 
+# What some senders put before the header: UTF-8 byte-order marks (editors, scripts that write
+# a file as "UTF-8 with BOM") and empty lines (a script's stray newline). The parser takes
+# either as the start of the body, and the message as one without header fields. An mbox
+# envelope line ("From sender date") is the parser's own business; whitespace at the start of
+# the first line is a broken first field (the parser drops it), not a prefix.
+_PREFIX = re.compile(rb"(?:\xef\xbb\xbf|\r\n|\n|\r)+")
+
+
 def parse(raw: bytes, limits: LimitsConfig) -> ParsedMessage:
     """Parses one raw message; raises UnsafeMessage(reason), and nothing else, for any input."""
     if len(raw) > limits.max_message_size:
         raise UnsafeMessage(f"too large: {len(raw)} bytes")
+    prefix = _PREFIX.match(raw)
+    if prefix is not None:
+        raw = raw[prefix.end() :]
     _check_header_block(raw, limits)
     root = _parse_tree(raw, limits)
     try:
