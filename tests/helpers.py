@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import mailbox
 import os
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -105,6 +107,73 @@ def mail(
         msg[key] = value
     msg.set_content(body)
     return msg.as_bytes(policy=SMTP)
+
+
+def tnef(message_class: str) -> bytes:
+    """A TNEF stream (winmail.dat) as Outlook writes one (MS-OXTNEF): the signature, the legacy
+    key, then attTnefVersion, attOemCodepage and attMessageClass, each with its checksum."""
+
+    def attribute(ident: int, data: bytes) -> bytes:
+        level = 1  # message level
+        checksum = struct.pack("<H", sum(data) & 0xFFFF)
+        return struct.pack("<BII", level, ident, len(data)) + data + checksum
+
+    return (
+        struct.pack("<IH", 0x223E9F78, 0x4A2B)
+        + attribute(0x00089006, struct.pack("<I", 0x00010000))
+        + attribute(0x00069007, struct.pack("<II", 1252, 0))
+        + attribute(0x00078008, message_class.encode("ascii") + b"\x00")
+    )
+
+
+def outlook_read_receipt(
+    subject: str,
+    sender: str = "Reporter <reporter@outside.example>",
+    message_class: str = "REPORT.IPM.Note.IPNRN",
+    content_class: bool = True,
+) -> bytes:
+    """A read receipt as Outlook sends it with TNEF: "Read: <subject>", a short text, and the
+    receipt itself in winmail.dat; `Content-Class: urn:content-classes:mdn` unless told not."""
+    data = base64.encodebytes(tnef(message_class)).replace(b"\n", b"\r\n")
+    head = (
+        f"From: {sender}\r\nTo: security@example.org\r\nSubject: Read: {subject}\r\n"
+        f"Date: {format_datetime(datetime.now(UTC))}\r\n"
+        f"Message-ID: {make_msgid(domain='outside.example')}\r\n"
+        + ("Content-Class: urn:content-classes:mdn\r\n" if content_class else "")
+        + "MIME-Version: 1.0\r\nX-MS-Has-Attach:\r\n"
+        "X-MS-TNEF-Correlator: <AAAAAB1@outside.example>\r\n"
+        'Content-Type: multipart/mixed; boundary="tnef-b"\r\n\r\n'
+        '--tnef-b\r\nContent-Type: text/plain; charset="us-ascii"\r\n\r\n'
+        f"Your message\r\n\r\n  To: security@example.org\r\n  Subject: {subject}\r\n\r\n"
+        "was read on Monday, March 2, 2026 10:00:00 AM (UTC+01:00).\r\n"
+        '--tnef-b\r\nContent-Type: application/ms-tnef; name="winmail.dat"\r\n'
+        "Content-Transfer-Encoding: base64\r\n"
+        'Content-Disposition: attachment; filename="winmail.dat"\r\n\r\n'
+    )
+    return head.encode() + data + b"--tnef-b--\r\n"
+
+
+def disposition_notification(
+    original_message_id: str,
+    subject: str = "Disposition notification",
+    sender: str = "reporter@outside.example",
+) -> bytes:
+    """An RFC 8098 message disposition notification (a read receipt, as Thunderbird sends)."""
+    return (
+        f"From: {sender}\r\nTo: security@example.org\r\nSubject: {subject}\r\n"
+        f"Date: {format_datetime(datetime.now(UTC))}\r\n"
+        f"Message-ID: {make_msgid(domain='outside.example')}\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/report; report-type=disposition-notification;\r\n"
+        '\tboundary="mdn-b"\r\n\r\n'
+        "--mdn-b\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n"
+        "The message you sent has been displayed.\r\n"
+        "--mdn-b\r\nContent-Type: message/disposition-notification\r\n\r\n"
+        "Reporting-UA: mail.outside.example; Thunderbird 128\r\n"
+        f"Final-Recipient: rfc822;{sender}\r\n"
+        f"Original-Message-ID: {original_message_id}\r\n"
+        "Disposition: manual-action/MDN-sent-manually; displayed\r\n\r\n"
+        "--mdn-b--\r\n"
+    ).encode()
 
 
 class DaemonProcess:

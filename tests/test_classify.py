@@ -37,6 +37,7 @@ BASE = ParsedMessage(
     attachments=(),
     authentication_results=(),
     return_path=None,
+    about=(),
 )
 
 

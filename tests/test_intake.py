@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import MAINTAINERS, PROJECT, Harness, imap_config, mail
+from helpers import (
+    MAINTAINERS,
+    PROJECT,
+    Harness,
+    disposition_notification,
+    imap_config,
+    mail,
+    outlook_read_receipt,
+)
 from servers import Captured, ImapAccount, SmtpSink
 
 from triaged.cli import main
@@ -465,3 +473,50 @@ def test_a_prefix_before_the_header_does_not_quarantine_the_report(
     [stored] = harness.messages()
     assert (stored["kind"], stored["raw"]) == ("report", raw)  # stored as received
     assert imap_account.fetch_all("triaged-processed") == [raw]
+
+
+@pytest.mark.parametrize("content_class", [True, False], ids=["mdn class", "tnef only"])
+def test_an_outlook_read_receipt_is_threaded_and_never_answered(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink, content_class: bool
+) -> None:
+    report_id, receipt = _new_report(harness, imap_account, smtp_sink)
+    sent = len(smtp_sink.messages)
+    subject = str(receipt.msg["Subject"])  # type: ignore[attr-defined]
+    imap_account.append(outlook_read_receipt(subject, content_class=content_class))
+    assert harness.pump() == 1
+    assert len(smtp_sink.messages) == sent  # not a follow-up: nothing forwarded, no receipt
+    shown = harness.show(report_id)
+    assert [m["kind"] for m in shown["messages"]] == ["report", "automatic"]
+    assert shown["messages"][-1]["reason"] == "read receipt"
+    assert len(harness.reports()) == 1
+
+
+def test_a_read_receipt_about_no_report_is_stored_and_not_answered(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    # Once taken for a new report, and answered with a receipt.
+    imap_account.append(outlook_read_receipt("Buffer overflow in the parser"))
+    assert harness.pump() == 1
+    assert smtp_sink.messages == []
+    assert harness.reports() == []
+    [stored] = harness.messages()
+    assert (stored["kind"], stored["reason"], stored["report_id"]) == (
+        "automatic",
+        "read receipt",
+        None,
+    )
+
+
+def test_an_rfc_8098_read_receipt_threads_by_the_message_it_names(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    report_id, receipt = _new_report(harness, imap_account, smtp_sink)
+    sent = len(smtp_sink.messages)
+    # No tag in the subject, no In-Reply-To: only its Original-Message-ID says what was read.
+    original = str(receipt.msg["Message-ID"])  # type: ignore[attr-defined]
+    imap_account.append(disposition_notification(original))
+    assert harness.pump() == 1
+    assert len(smtp_sink.messages) == sent
+    shown = harness.show(report_id)
+    assert [m["kind"] for m in shown["messages"]] == ["report", "automatic"]
+    assert shown["messages"][-1]["reason"] == "read receipt"

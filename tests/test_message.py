@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import random
 import re
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from helpers import disposition_notification, outlook_read_receipt, tnef
 
 import triaged.mail.parse as message_module
 from triaged.config import LimitsConfig
@@ -64,6 +66,7 @@ def header_fields(parsed: ParsedMessage) -> list[str]:
     fields = [parsed.from_name, parsed.subject]
     fields += [x for x in (parsed.message_id, parsed.from_addr, parsed.return_path) if x]
     fields += list(parsed.in_reply_to) + list(parsed.references) + list(parsed.to_addrs)
+    fields += [*parsed.about, parsed.from_text]
     fields += list(parsed.authentication_results)
     if parsed.auto_reason:
         fields.append(parsed.auto_reason)
@@ -79,11 +82,12 @@ def check_invariants(parsed: ParsedMessage, limits: LimitsConfig) -> None:
         assert not UNSAFE_CHAR.search(value), repr(value)
     assert len(parsed.subject) <= 300
     assert len(parsed.from_name) <= 300
-    for mid in (parsed.message_id, *parsed.in_reply_to, *parsed.references):
+    for mid in (parsed.message_id, *parsed.in_reply_to, *parsed.references, *parsed.about):
         if mid is not None:
             assert mid.startswith("<") and mid.endswith(">") and len(mid) <= 998
             assert not re.search(r"\s", mid)
     assert len(parsed.references) <= 100
+    assert len(parsed.from_text) <= 300
     for addr in (parsed.from_addr, *parsed.to_addrs):
         if addr is not None:
             assert addr == addr.lower() and "@" in addr and " " not in addr
@@ -632,14 +636,102 @@ def test_auto_reason_postmaster_lookalike_is_human() -> None:
     assert parse(make("From: postmaster-team@example.org"), LIMITS).auto_reason is None
 
 
-@pytest.mark.parametrize("report_type", ["delivery-status", "disposition-notification"])
-def test_auto_reason_multipart_report(report_type: str) -> None:
+@pytest.mark.parametrize(
+    ("report_type", "expected"),
+    [
+        ("delivery-status", "delivery status report"),
+        ("disposition-notification", "read receipt"),
+    ],
+)
+def test_auto_reason_multipart_report(report_type: str, expected: str) -> None:
     raw = make(
         "From: someone@example.org",
         f'Content-Type: multipart/report; report-type="{report_type}"; boundary=r',
         body="--r\r\nContent-Type: text/plain\r\n\r\nreport\r\n--r--\r\n",
     )
-    assert parse(raw, LIMITS).auto_reason == "delivery status report"
+    assert parse(raw, LIMITS).auto_reason == expected
+
+
+def test_rfc_8098_read_receipt_is_automatic_and_names_its_message() -> None:
+    parsed = parse(disposition_notification("<receipt-1@example.org>"), LIMITS)
+    assert parsed.auto_reason == "read receipt"
+    assert parsed.about == ("<receipt-1@example.org>",)
+    assert parsed.text == "The message you sent has been displayed."
+
+
+def test_disposition_notification_part_alone_is_a_read_receipt() -> None:
+    raw = make(
+        "From: someone@example.org",
+        "Content-Type: multipart/mixed; boundary=r",
+        body=(
+            "--r\r\nContent-Type: text/plain\r\n\r\ndisplayed\r\n"
+            "--r\r\nContent-Type: message/global-disposition-notification\r\n\r\n"
+            "Final-Recipient: rfc822;someone@example.org\r\n"
+            "Original-Message-ID: <m9@example.org>\r\nDisposition: automatic-action/"
+            "MDN-sent-automatically; deleted\r\n--r--\r\n"
+        ),
+    )
+    parsed = parse(raw, LIMITS)
+    assert (parsed.auto_reason, parsed.about) == ("read receipt", ("<m9@example.org>",))
+
+
+@pytest.mark.parametrize("value", ["urn:content-classes:mdn", "URN:Content-Classes:MDN "])
+def test_outlook_mdn_class_is_a_read_receipt(value: str) -> None:
+    parsed = parse(simple(f"Content-Class: {value}", "Subject: Read: a report"), LIMITS)
+    assert parsed.auto_reason == "read receipt"
+
+
+@pytest.mark.parametrize(
+    ("message_class", "reason"),
+    [
+        ("REPORT.IPM.Note.IPNRN", "read receipt"),
+        ("REPORT.IPM.Note.IPNNRN", "read receipt"),  # "not read"
+        ("Report.IPM.Schedule.Meeting.Request.IPNRN", "read receipt"),
+        ("REPORT.IPM.Note.DR", "delivery status report"),
+        ("REPORT.IPM.Note.NDR", "delivery status report"),
+        ("IPM.Note", None),  # an ordinary Outlook message: a report like any other
+        ("IPM.Note.SMIME", None),
+    ],
+)
+def test_tnef_read_receipt_without_its_content_class(
+    message_class: str, reason: str | None
+) -> None:
+    raw = outlook_read_receipt("a report", message_class=message_class, content_class=False)
+    parsed = parse(raw, LIMITS)
+    assert parsed.auto_reason == reason
+    assert [a.filename for a in parsed.attachments] == ["winmail.dat"]
+
+
+def test_tnef_as_the_whole_body() -> None:
+    data = base64.b64encode(tnef("REPORT.IPM.Note.IPNRN")).decode()
+    raw = make(
+        "From: someone@example.org",
+        "Subject: Read: a report",
+        "Content-Type: application/vnd.ms-tnef",
+        "Content-Transfer-Encoding: base64",
+        body=data + "\r\n",
+    )
+    assert parse(raw, LIMITS).auto_reason == "read receipt"
+
+
+def test_what_only_looks_like_a_read_receipt_is_not_one() -> None:
+    # A person may write "Read:" or quote a message class; only the forms above count.
+    assert parse(simple("Subject: Read: my report"), LIMITS).auto_reason is None
+    assert parse(simple(body="REPORT.IPM.Note.IPNRN\x00\n"), LIMITS).auto_reason is None
+    assert parse(simple("Content-Class: urn:content-classes:message"), LIMITS).auto_reason is None
+    # A forwarded read receipt is inside the forward, not the message itself.
+    raw = make(
+        "From: maintainer@example.org",
+        "Content-Type: multipart/mixed; boundary=r",
+        body=(
+            "--r\r\nContent-Type: text/plain\r\n\r\nlook at this\r\n"
+            "--r\r\nContent-Type: message/rfc822\r\n\r\n"
+            + disposition_notification("<x@example.org>").decode()
+            + "\r\n--r--\r\n"
+        ),
+    )
+    parsed = parse(raw, LIMITS)
+    assert (parsed.auto_reason, parsed.about) == (None, ())
 
 
 def test_multipart_report_of_other_type_is_not_a_bounce() -> None:
@@ -1100,6 +1192,9 @@ def mutate(raw: bytes, rng: random.Random) -> bytes:
 
 SEEDS = [
     simple(),
+    disposition_notification("<seed@example.org>"),
+    outlook_read_receipt("[security report #abcd2345] seed"),
+    outlook_read_receipt("seed", content_class=False),
     simple("Content-Type: text/plain; charset=iso-8859-1", body="caf\xe9\r\n"),
     nested_multipart(4),
     make(

@@ -271,7 +271,7 @@ class IntakeRunner:
             report_id = None
         if report_id is None:
             report_id, by = (
-                self.store.report_for_outgoing(msg.in_reply_to + msg.references),
+                self.store.report_for_outgoing(msg.in_reply_to + msg.references + msg.about),
                 "references",
             )
         if report_id is None:

@@ -18,6 +18,7 @@ import codecs
 import encodings
 import functools
 import re
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -84,6 +85,9 @@ class ParsedMessage:
     # The first Return-Path: "" for the null path "<>", its address lowercased, else its
     # sanitized text; None when absent.
     return_path: str | None
+    # The messages a read receipt says it is about (Original-Message-ID of its disposition
+    # notification part), "<...>" form; () for anything else.
+    about: tuple[str, ...]
 
 
 # --- making text safe -------------------------------------------------------------------------
@@ -600,19 +604,26 @@ _SINGLE = frozenset(
         "precedence",
         "return-path",
         "content-type",
+        "content-class",
     )
 )
 _RECIPIENTS = frozenset(("to", "cc", "delivered-to"))
 _AUTOREPLY = frozenset(("x-autoreply", "x-autorespond"))
-_REPORT_TYPES = frozenset(("delivery-status", "disposition-notification"))
-_STATUS_PARTS = frozenset(
-    (
-        "message/delivery-status",
-        "message/global-delivery-status",
-        "message/disposition-notification",
-        "message/global-disposition-notification",
-    )
-)
+# What each kind of automatic report is called in auto_reason: delivery status notifications
+# (bounces, RFC 3464) and message disposition notifications (read receipts, RFC 8098).
+DELIVERY = "delivery status report"
+READ_RECEIPT = "read receipt"
+_REPORT_TYPES = {"delivery-status": DELIVERY, "disposition-notification": READ_RECEIPT}
+_STATUS_PARTS = {
+    "message/delivery-status": DELIVERY,
+    "message/global-delivery-status": DELIVERY,
+    "message/disposition-notification": READ_RECEIPT,
+    "message/global-disposition-notification": READ_RECEIPT,
+}
+# Outlook marks its own read receipts with this Content-Class; sent with TNEF (winmail.dat),
+# the receipt itself is a TNEF stream whose message class says what it is.
+_MDN_CLASS = "urn:content-classes:mdn"
+_TNEF_TYPES = frozenset(("application/ms-tnef", "application/vnd.ms-tnef"))
 
 
 # --- the walk ---------------------------------------------------------------------------------
@@ -665,12 +676,47 @@ def _tree_size(part: Message) -> int:
     return size
 
 
+# --- TNEF (MS-OXTNEF), only as far as its message class ------------------------------------
+
+_TNEF_SIGNATURE = b"\x78\x9f\x3e\x22"
+_ATT_MESSAGE_CLASS = 0x00078008
+_TNEF_ATTRIBUTES = 32  # attMessageClass is among the first few; look no further
+
+
+def _tnef_report(data: bytes) -> str | None:
+    """What a TNEF stream's message class makes the message (READ_RECEIPT, DELIVERY), or None.
+
+    The stream is the signature, a 2-byte key, then attributes: a level byte, a 4-byte ID, a
+    4-byte length, the data and a 2-byte checksum. attMessageClass holds, NUL-terminated,
+    e.g. "REPORT.IPM.Note.IPNRN" (read), "...IPNNRN" (not read), "...DR" / "...NDR" (delivery).
+    """
+    if not data.startswith(_TNEF_SIGNATURE):
+        return None
+    pos = 6
+    for _ in range(_TNEF_ATTRIBUTES):
+        if pos + 9 > len(data):
+            return None
+        _level, ident, length = struct.unpack_from("<BII", data, pos)
+        pos += 9
+        if ident == _ATT_MESSAGE_CLASS:
+            name = data[pos : pos + min(length, 255)].split(b"\x00", 1)[0].upper()
+            if not name.startswith(b"REPORT."):
+                return None
+            last = name.rsplit(b".", 1)[-1]
+            if last in (b"IPNRN", b"IPNNRN"):
+                return READ_RECEIPT
+            return DELIVERY if last in (b"DR", b"NDR") else None
+        pos += length + 2
+    return None
+
+
 @dataclass
 class _Walk:
     text: str = ""
     text_is_first_part: bool = False
     attachments: tuple[Attachment, ...] = ()
-    status_part: bool = False
+    report: str | None = None  # READ_RECEIPT or DELIVERY, from the first report part
+    about: tuple[str, ...] = ()  # Original-Message-ID of a disposition notification
 
 
 def _walk(root: Message, limits: LimitsConfig) -> _Walk:
@@ -706,7 +752,9 @@ def _walk(root: Message, limits: LimitsConfig) -> _Walk:
         is_attachment = disposition == "attachment" or (bool(name) and disposition != "inline")
         if isinstance(payload, list):  # message/*: parsed, but a single opaque attachment
             if ctype in _STATUS_PARTS:
-                result.status_part = True
+                result.report = result.report or _STATUS_PARTS[ctype]
+                if _STATUS_PARTS[ctype] == READ_RECEIPT and not result.about:
+                    result.about = _original_message_ids(payload)
             attachments.append(Attachment(_filename(name), _safe_type(ctype), _tree_size(part)))
             continue
         if ctype == "text/plain" and body is None and not is_attachment:
@@ -721,12 +769,24 @@ def _walk(root: Message, limits: LimitsConfig) -> _Walk:
             result.text_is_first_part = first
             continue
         if is_attachment or not ctype.startswith("text/"):
+            data, size = _payload_bytes(part)
             if ctype in _STATUS_PARTS:
-                result.status_part = True
-            _, size = _payload_bytes(part)
+                result.report = result.report or _STATUS_PARTS[ctype]
+            elif ctype in _TNEF_TYPES and data is not None:
+                result.report = result.report or _tnef_report(data)
             attachments.append(Attachment(_filename(name), _safe_type(ctype), size))
     result.attachments = tuple(attachments)
     return result
+
+
+def _original_message_ids(payload: list[Any]) -> tuple[str, ...]:
+    """The Original-Message-ID of a parsed disposition notification part."""
+    for fields in payload:
+        if isinstance(fields, Message):
+            found = _message_ids(_first_raw(fields, "original-message-id"))
+            if found:
+                return tuple(found[:MAX_REFERENCES])
+    return ()
 
 
 # --- parse ------------------------------------------------------------------------------------
@@ -793,11 +853,13 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
     return_path = _return_path(single.get("return-path"))
     walk = _walk(root, limits)
 
-    report = False
+    report = walk.report
     if root.get_content_type() == "multipart/report":
         raw_type = single.get("content-type", "")
         report_type = _param(_params(_text(raw_type))[1], "report-type") or ""
-        report = report_type.strip().lower() in _REPORT_TYPES
+        report = _REPORT_TYPES.get(report_type.strip().lower(), report)
+    if report is None and "content-class" in single:
+        report = READ_RECEIPT if _simple_value(single["content-class"]) == _MDN_CLASS else None
 
     auto_reason: str | None = None
     auto_submitted = single.get("auto-submitted")
@@ -815,8 +877,8 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         auto_reason = "null return path"
     elif daemon:
         auto_reason = "mailer-daemon"
-    elif report or walk.status_part:
-        auto_reason = "delivery status report"
+    elif report is not None:
+        auto_reason = report
 
     subject = single.get("subject")
     return ParsedMessage(
@@ -835,4 +897,5 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         attachments=walk.attachments,
         authentication_results=tuple(auth_results),
         return_path=return_path,
+        about=walk.about if report == READ_RECEIPT else (),
     )
