@@ -360,21 +360,29 @@ def _read_arrived(imap: Any, timeout: float) -> None:
     imaplib files them under `untagged_responses`. Lines that came with an earlier answer (an
     EXISTS in the packet of IDLE's "+ idling") are already in imaplib's buffer, where the
     socket never becomes readable for them: complete lines in the buffer are read first, and
-    the socket is waited on only when there are none. At end of file imaplib raises abort.
+    the socket is waited on only when there are none.
     """
-    if b"\n" not in _peek(imap) and not _readable(imap.sock, timeout):
-        return
-    # There is data: the rest of a line that has begun to arrive follows it.
+    arrived = _peek(imap)
+    if not arrived or b"\n" not in arrived:
+        if not _readable(imap.sock, timeout):
+            return
+        arrived = _peek(imap)
+        if arrived is None:
+            return  # TLS records that carry no data (a session ticket, a key update)
+        if not arrived:
+            raise imaplib.IMAP4.abort("socket error: EOF")
+    # A line has arrived, or the start of one whose rest is on its way.
     imap._get_response()
-    while b"\n" in _peek(imap):
+    while b"\n" in (_peek(imap) or b""):
         imap._get_response()
 
 
-def _peek(imap: Any) -> bytes:
-    """What imaplib has received and not yet read, or b""; never waits.
+def _peek(imap: Any) -> bytes | None:
+    """What imaplib has received and not read yet, without ever waiting.
 
-    With nothing buffered, BufferedReader.peek reads the socket once: non-blocking here, so it
-    only takes what has already arrived (TLS bytes already decrypted included).
+    With nothing buffered, BufferedReader.peek reads the socket once, non-blocking here: what
+    has already arrived, b"" when nothing has (or at end of file), None when TLS records
+    arrived that carry no data.
     """
     sock: socket.socket = imap.sock
     timeout = sock.gettimeout()
@@ -383,7 +391,7 @@ def _peek(imap: Any) -> bytes:
         data: bytes = imap.file.peek()
         return data
     except (BlockingIOError, ssl.SSLWantReadError):
-        return b""
+        return None
     finally:
         sock.settimeout(timeout)
 
