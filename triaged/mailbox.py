@@ -17,6 +17,7 @@ from typing import Protocol
 
 from triaged.config import MailboxConfig
 from triaged.errors import MailboxError
+from triaged.mail.oauth2 import TokenManager
 
 log = logging.getLogger("triaged.mailbox")
 
@@ -141,9 +142,10 @@ class MaildirMailbox:
         self._box = None
 
 
-def open_mailbox(config: MailboxConfig) -> Mailbox:
+def open_mailbox(config: MailboxConfig, tokens: TokenManager | None = None) -> Mailbox:
+    """`tokens` logs in with OAuth2 (mailbox.auth = "oauth2"; see triaged.mail.oauth2)."""
     if config.endpoint.is_maildir:
         return MaildirMailbox(config)
     from triaged.imap import ImapMailbox
 
-    return ImapMailbox(config)
+    return ImapMailbox(config, tokens)
