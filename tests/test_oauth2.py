@@ -432,16 +432,16 @@ def test_a_report_is_read_and_answered_with_oauth2_and_an_expired_token_is_repla
     config = _config(tmp_dir, account, sink, token_server)
     with DaemonProcess(config.path, tmp_dir / "d.log") as daemon:
         account.append(mail(subject="SQL injection in search"))
-        wait_until(lambda: _receipts(sink), timeout=30, what="the receipt")
+        wait_until(lambda: _receipts(sink), timeout=60, what="the receipt")
         assert count_rows(config.database, "SELECT COUNT(*) FROM reports") == 1
         # The access token dies before its time; a reload makes the daemon log in again.
         token_server.expire_access_tokens()
         assert daemon.proc is not None
         daemon.proc.send_signal(signal.SIGHUP)
-        daemon.wait_for_log("refused the access token", timeout=30)
+        daemon.wait_for_log("refused the access token", timeout=60)
         account.append(mail(sender="second@outside.example", subject="XSS in the admin"))
         # Its receipt and the maintainers' notifications, like the first report's.
-        sink.wait_for(2 * (1 + len(MAINTAINERS)), timeout=30)
+        sink.wait_for(2 * (1 + len(MAINTAINERS)), timeout=60)
         assert daemon.stop() == 0
         log = daemon.log()
     assert {c.login for c in sink.messages} == {account.user}
