@@ -39,7 +39,7 @@ from aiosmtpd.smtp import MISSING, AuthResult
 from imapclient import IMAPClient
 
 from triaged.config import MailboxConfig, Secret, parse_url
-from triaged.durations import parse_duration
+from triaged.core.durations import parse_duration
 
 DOVECOT = os.environ.get("TRIAGED_TEST_DOVECOT", "/usr/sbin/dovecot")
 LOOPBACK = "127.0.0.1"

@@ -15,9 +15,12 @@ import pytest
 from helpers import base_sections, write_config
 
 from triaged import digest
-from triaged.compose import Composer
 from triaged.config import Config, load
-from triaged.store import Store, ts
+from triaged.core import events as ev
+from triaged.core.timefmt import ts
+from triaged.mail.compose import Composer
+from triaged.store import events
+from triaged.store.db import Store
 
 ROOT = Path(__file__).parent.parent
 # A Monday; the week is (23 Feb 09:00, now], the 90 days (2 Dec 2025 09:00, now].
@@ -166,7 +169,7 @@ def fixture(store: Store) -> None:
             )
         for report_id, when, old, new, reopened in STATE_EVENTS:
             extra = {"reopened": True} if reopened else {}
-            store.event(report_id, parse(when), "state", old=old, new=new, **extra)
+            events.record(store, report_id, parse(when), ev.STATE, old=old, new=new, **extra)
 
 
 @pytest.fixture

@@ -31,14 +31,14 @@ from servers import DovecotServer, ImapAccount, SmtpSink
 
 from triaged.config import Config, load
 from triaged.errors import ConfigError, TokenError
+from triaged.mail.mailbox import open_mailbox
 from triaged.mail.oauth2 import (
     TokenManager,
     device_authorization,
     poll_device_token,
     tokens_for,
 )
-from triaged.mailbox import open_mailbox
-from triaged.transport import open_transport
+from triaged.mail.transport import open_transport
 
 ROOT = Path(__file__).parent.parent
 ALERT = "Alert: the security mailbox cannot be read"

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from triaged.durations import Calendar, Duration, Share, parse_duration, parse_offset
+from triaged.core.durations import Calendar, Duration, Share, parse_duration, parse_offset
+from triaged.core.versions import check_line
 from triaged.errors import ConfigError
 from triaged.mail.providers import PROVIDERS, Provider
 
@@ -204,7 +205,7 @@ class PackageConfig:
     name: str = ""  # "" = the project's name
     ecosystem: str | None = None  # an OSV ecosystem: PyPI, npm, crates.io, Go, Maven...
     repository: str | None = None
-    # The version lines that get security fixes: "1.0.x", "2.x", ">=2.0" (see versions.py).
+    # The version lines that get security fixes: "1.0.x", "2.x", ">=2.0" (see core/versions.py).
     supported: tuple[str, ...] = ()
 
 
@@ -248,7 +249,6 @@ class Config:
     advisory: AdvisoryConfig = field(default_factory=AdvisoryConfig)
     security_txt: SecurityTxtConfig = field(default_factory=SecurityTxtConfig)
     oauth2: OAuth2Config | None = None
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
 _REQUIRED: Any = object()
@@ -458,6 +458,7 @@ def load(path: str | os.PathLike[str]) -> Config:
 
 
 def _build(loader: _Loader, data: dict[str, Any]) -> Config:
+    """Builds the Config, one builder per section; every key of the file must be used."""
     top = _Section(loader, "", data)
     sections: list[_Section] = []
 
@@ -467,26 +468,56 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         sections.append(sec)
         return sec
 
-    s = section("project")
-    project = ProjectConfig(
+    project = _project(section("project"))
+    database = loader.resolve(section("database").get("path", str, "/var/lib/triaged/triaged.db"))
+    policy_section = section("policy", required=False)
+    resolve_section = policy_section.sub("resolve")
+    sections.append(resolve_section)
+    oauth2_section = section("oauth2", required=False)
+    oauth2 = _oauth2(oauth2_section) if oauth2_section.data else None
+    config = Config(
+        path=loader.path,
+        project=project,
+        mailbox=_mailbox(section("mailbox"), oauth2, project),
+        smtp=_smtp(section("smtp"), oauth2, project),
+        database=database,
+        maintainers=_maintainers(section("maintainers")),
+        policy=_policy(policy_section, resolve_section, project),
+        limits=_limits(section("limits", required=False)),
+        auth=_auth(section("auth", required=False), database),
+        templates_dir=_templates_dir(section("templates", required=False)),
+        digest=_digest(section("digest", required=False)),
+        liveness=_liveness(section("liveness", required=False)),
+        package=_package(section("package", required=False), project),
+        advisory=_advisory(section("advisory", required=False)),
+        security_txt=_security_txt(section("security_txt", required=False)),
+        oauth2=oauth2,
+    )
+    for sec in sections:
+        sec.done()
+    top.done()
+    return config
+
+
+def _project(s: _Section) -> ProjectConfig:
+    return ProjectConfig(
         name=s.get("name", str),
         address=s.convert("address", str, _address),
         timezone=s.convert("timezone", str, _timezone, "UTC"),
     )
 
-    s = section("oauth2", required=False)
-    oauth2 = _oauth2(s) if s.data else None
 
-    s = section("mailbox")
-    auth = s.convert("auth", str, _auth, "password")
-    endpoint = loader.endpoint(s, "url", "mailbox", _server_default(oauth2, auth, "imap", project))
+def _mailbox(s: _Section, oauth2: OAuth2Config | None, project: ProjectConfig) -> MailboxConfig:
+    auth = s.convert("auth", str, _login_kind, "password")
+    default = _server_default(oauth2, auth, "imap", project)
+    endpoint = s.loader.endpoint(s, "url", "mailbox", default)
     _check_login(s, auth, endpoint, oauth2)
-    mailbox = MailboxConfig(
+    return MailboxConfig(
         endpoint=endpoint,
-        password=loader.secret(
+        password=s.loader.secret(
             s, "password_file", required=not endpoint.is_maildir and auth == "password"
         ),
-        ca_file=loader.file(s, "ca_file"),
+        ca_file=s.loader.file(s, "ca_file"),
         processed_folder=s.get("processed_folder", str, "triaged-processed"),
         quarantine_folder=s.get("quarantine_folder", str, "triaged-quarantine"),
         poll_interval=_dur(s, "poll_interval", "60s"),
@@ -496,14 +527,15 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         auth=auth,
     )
 
-    s = section("smtp")
-    auth = s.convert("auth", str, _auth, "password")
-    endpoint = loader.endpoint(s, "url", "smtp", _server_default(oauth2, auth, "smtp", project))
+
+def _smtp(s: _Section, oauth2: OAuth2Config | None, project: ProjectConfig) -> SmtpConfig:
+    auth = s.convert("auth", str, _login_kind, "password")
+    endpoint = s.loader.endpoint(s, "url", "smtp", _server_default(oauth2, auth, "smtp", project))
     _check_login(s, auth, endpoint, oauth2)
     smtp = SmtpConfig(
         endpoint=endpoint,
-        password=loader.secret(s, "password_file", required=False),
-        ca_file=loader.file(s, "ca_file"),
+        password=s.loader.secret(s, "password_file", required=False),
+        ca_file=s.loader.file(s, "ca_file"),
         timeout=_dur(s, "timeout", "30s"),
         retry_initial=_dur(s, "retry_initial", "30s"),
         retry_max=_dur(s, "retry_max", "1h"),
@@ -511,23 +543,21 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         auth=auth,
     )
     if smtp.password and not smtp.endpoint.username and not smtp.endpoint.is_maildir:
-        raise loader.error("smtp.url", "a password_file is set but the URL has no user name")
+        raise s.loader.error("smtp.url", "a password_file is set but the URL has no user name")
+    return smtp
 
-    s = section("database")
-    database = loader.resolve(s.get("path", str, "/var/lib/triaged/triaged.db"))
 
-    s = section("maintainers")
+def _maintainers(s: _Section) -> MaintainersConfig:
     members = tuple(s.convert("members", list, lambda v: [_address(x) for x in v]))
     if not members:
-        raise loader.error("maintainers.members", "list at least one maintainer")
-    maintainers = MaintainersConfig(members, s.convert("team", str, _address, None))
+        raise s.loader.error("maintainers.members", "list at least one maintainer")
+    return MaintainersConfig(members, s.convert("team", str, _address, None))
 
-    s = section("policy", required=False)
-    resolve_sec = s.sub("resolve")
-    sections.append(resolve_sec)
+
+def _policy(s: _Section, resolve_section: _Section, project: ProjectConfig) -> PolicyConfig:
     resolve = {}
     for severity in SEVERITIES:
-        value = _dur(resolve_sec, severity, None)
+        value = _dur(resolve_section, severity, None)
         if value is not None:
             resolve[severity] = value
     workdays = s.convert("workdays", list, _workdays, ["mon", "tue", "wed", "thu", "fri"])
@@ -543,23 +573,26 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         escalate_to=s.convert("escalate_to", str, _address, None),
     )
     if policy.overdue_every.seconds <= 0:
-        raise loader.error("policy.overdue_every", "must be a positive duration")
-    policy = _disclosure_policy(s, policy)
+        raise s.loader.error("policy.overdue_every", "must be a positive duration")
+    return _disclosure_policy(s, policy)
 
-    s = section("digest", required=False)
-    digest = DigestConfig(
+
+def _digest(s: _Section) -> DigestConfig:
+    return DigestConfig(
         enabled=s.get("enabled", bool, True),
         schedule=s.convert("schedule", str, _crontab, "0 9 * * mon"),
     )
 
-    s = section("liveness", required=False)
-    liveness = LivenessConfig(
+
+def _liveness(s: _Section) -> LivenessConfig:
+    return LivenessConfig(
         mailbox_alert_after=_wall_time(s, "mailbox_alert_after", "15m"),
         smtp_alert_after=_wall_time(s, "smtp_alert_after", "15m"),
     )
 
-    s = section("limits", required=False)
-    limits = LimitsConfig(
+
+def _limits(s: _Section) -> LimitsConfig:
+    return LimitsConfig(
         max_message_size=s.convert("max_message_size", int, _positive, 25 * 1024 * 1024),
         max_header_bytes=s.convert("max_header_bytes", int, _positive, 256 * 1024),
         max_headers=s.convert("max_headers", int, _positive, 1000),
@@ -569,43 +602,48 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         receipts_per_sender_per_day=s.convert("receipts_per_sender_per_day", int, _positive, 1),
     )
 
-    s = section("auth", required=False)
+
+def _auth(s: _Section, database: Path) -> AuthConfig:
     proofs = s.convert("proofs", list, _proofs, ["token"])
     auth = AuthConfig(
-        key_file=loader.file(s, "key_file") or database.with_name("triaged.key"),
+        key_file=s.loader.file(s, "key_file") or database.with_name("triaged.key"),
         proofs=proofs,
         authserv_id=s.get("authserv_id", str, None) or None,
     )
     if "dmarc" in proofs and auth.authserv_id is None:
-        raise loader.error(
+        raise s.loader.error(
             "auth.authserv_id", "the dmarc proof needs the authserv-id of your own mail server"
         )
+    return auth
 
-    s = section("package", required=False)
-    package = PackageConfig(
+
+def _package(s: _Section, project: ProjectConfig) -> PackageConfig:
+    return PackageConfig(
         name=s.convert("name", str, _nonempty, project.name),
         ecosystem=s.convert("ecosystem", str, _nonempty, None),
         repository=s.convert("repository", str, _web_url, None),
         supported=tuple(s.convert("supported", list, _supported, [])),
     )
 
-    s = section("advisory", required=False)
-    advisory = AdvisoryConfig(
+
+def _advisory(s: _Section) -> AdvisoryConfig:
+    return AdvisoryConfig(
         id_prefix=s.convert("id_prefix", str, _id_prefix, None),
         url=s.convert("url", str, _web_url, None),
     )
 
-    s = section("security_txt", required=False)
+
+def _security_txt(s: _Section) -> SecurityTxtConfig:
     if "expires" in s.data and "expires_after" in s.data:
-        raise loader.error("security_txt.expires", "set expires or expires_after, not both")
+        raise s.loader.error("security_txt.expires", "set expires or expires_after, not both")
     expires_after = _dur(s, "expires_after", "180d")
     warn_before = _dur(s, "warn_before", "30d")
     for name, value in (("expires_after", expires_after), ("warn_before", warn_before)):
         if value.business_days or value.seconds <= 0:
-            raise loader.error(
+            raise s.loader.error(
                 f"security_txt.{name}", "must be a positive duration in s, m, h, d or w"
             )
-    security_txt = SecurityTxtConfig(
+    return SecurityTxtConfig(
         contact=tuple(s.convert("contact", list, _contacts, [])),
         expires_after=expires_after,
         expires=s.convert("expires", object, _moment, None),
@@ -618,33 +656,12 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         canonical=tuple(s.convert("canonical", list, _https_list, [])),
     )
 
-    s = section("templates", required=False)
-    templates_dir = loader.file(s, "directory")
-    if templates_dir is not None and not templates_dir.is_dir():
-        raise loader.error("templates.directory", f"{templates_dir} is not a directory")
 
-    for sec in sections:
-        sec.done()
-    top.done()
-    return Config(
-        path=loader.path,
-        project=project,
-        mailbox=mailbox,
-        smtp=smtp,
-        database=database,
-        maintainers=maintainers,
-        policy=policy,
-        limits=limits,
-        auth=auth,
-        templates_dir=templates_dir,
-        digest=digest,
-        liveness=liveness,
-        package=package,
-        advisory=advisory,
-        security_txt=security_txt,
-        oauth2=oauth2,
-        raw=data,
-    )
+def _templates_dir(s: _Section) -> Path | None:
+    templates_dir = s.loader.file(s, "directory")
+    if templates_dir is not None and not templates_dir.is_dir():
+        raise s.loader.error("templates.directory", f"{templates_dir} is not a directory")
+    return templates_dir
 
 
 def _dur(section: _Section, key: str, default: str | None) -> Any:
@@ -766,8 +783,6 @@ def _languages(values: list[Any]) -> list[str]:
 
 
 def _supported(values: list[Any]) -> list[str]:
-    from triaged.versions import check_line
-
     if not all(isinstance(value, str) for value in values):
         raise ValueError("must be a list of strings")
     return [check_line(value) for value in values]
@@ -823,7 +838,7 @@ def _disclosure_policy(section: _Section, policy: PolicyConfig) -> PolicyConfig:
 # --- [oauth2] and the auth keys of [mailbox] and [smtp] ------------------------------------
 
 
-def _auth(value: str) -> str:
+def _login_kind(value: str) -> str:
     if value not in AUTHS:
         raise ValueError(f'{value!r}: must be "password" or "oauth2"')
     return value

@@ -26,7 +26,7 @@ What counts
                 (wall-clock time, pauses included). Rows with no due time (paused) count only
                 once met. Only each clock's current cycle is kept in `deadlines`, so a cycle
                 superseded by a /reopen no longer counts. The update clock is a cadence that is
-                never "met" (see triaged/deadlines.py); a late update shows as an overdue
+                never "met" (see triaged/clocks/engine.py); a late update shows as an overdue
                 deadline instead.
 """
 
@@ -39,13 +39,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from triaged import deadlines as dl
-from triaged import workflow as wf
-from triaged.compose import Composer, Outgoing
+from triaged.clocks import engine as dl
 from triaged.config import SEVERITIES, Config
-from triaged.durations import span
-from triaged.store import Store, parse_ts, ts
-from triaged.versions import only_unsupported
+from triaged.core import events as ev
+from triaged.core import workflow as wf
+from triaged.core.durations import span
+from triaged.core.timefmt import parse_ts, ts
+from triaged.core.versions import touches_only_unsupported
+from triaged.mail.compose import Composer, Outgoing
+from triaged.store.db import Store
 
 WEEK = timedelta(days=7)
 WINDOW = timedelta(days=90)
@@ -252,7 +254,7 @@ WHERE created_at > ? AND created_at <= ?
 _CLOSED_SQL = """
 SELECT r.id, r.title, r.state, r.severity, json_extract(e.detail, '$.new') AS new, MAX(e.at) AS at
 FROM events e JOIN reports r ON r.id = e.report_id
-WHERE e.kind = 'state' AND e.at > ? AND e.at <= ?
+WHERE e.kind = ? AND e.at > ? AND e.at <= ?
   AND json_extract(e.detail, '$.new') IN ({states})
 GROUP BY r.id
 """
@@ -286,7 +288,9 @@ def build(store: Store, config: Config, now: datetime) -> Digest:
     ended_marks, ended_states = _marks(sorted(wf.TERMINAL))
     open_rows = store.all(_OPEN_SQL.format(states=open_marks), open_states)
     came_in = store.all(_CAME_IN_SQL, (week_ts, now_ts))
-    closed = store.all(_CLOSED_SQL.format(states=ended_marks), (week_ts, now_ts, *ended_states))
+    closed = store.all(
+        _CLOSED_SQL.format(states=ended_marks), (ev.STATE, week_ts, now_ts, *ended_states)
+    )
     columns = ",".join(_CLOCK_COLUMNS.format(n=n) for n in range(len(MEASURED)))
     params = {"since": window_ts, "now": now_ts, **{f"c{n}": c for n, c in enumerate(MEASURED)}}
     row = store.one(_CLOCKS_SQL.format(columns=columns), params)
@@ -306,7 +310,7 @@ def build(store: Store, config: Config, now: datetime) -> Digest:
         came_in,
         closed,
         clock_rows,
-        lambda affected: only_unsupported(affected, config),
+        lambda affected: touches_only_unsupported(affected, config.package.supported),
     )
 
 

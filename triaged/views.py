@@ -6,8 +6,11 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from triaged import workflow as wf
-from triaged.store import Store, parse_ts
+from triaged.core import events as ev
+from triaged.core import workflow as wf
+from triaged.core.timefmt import parse_ts
+from triaged.store import events
+from triaged.store.db import Store
 
 
 def report_list(store: Store) -> list[dict[str, Any]]:
@@ -44,11 +47,8 @@ def report_detail(store: Store, report_id: str) -> dict[str, Any] | None:
         )
     ]
     report["events"] = [
-        {**dict(e), "detail": json.loads(e["detail"])}
-        for e in store.all(
-            "SELECT at, actor, kind, detail, message FROM events WHERE report_id = ? ORDER BY id",
-            (report_id,),
-        )
+        {**dict(e), "detail": ev.decode_detail(e["detail"])}
+        for e in events.of_report(store, report_id)
     ]
     report["outbox"] = [
         dict(o)

@@ -40,8 +40,8 @@ from oauthlib.oauth2 import (
 )
 
 from triaged.config import Config, OAuth2Config, Secret
+from triaged.core.files import fsync_path
 from triaged.errors import TokenError
-from triaged.files import fsync_path
 from triaged.mail.providers import PROVIDERS
 
 log = logging.getLogger(__name__)
