@@ -594,3 +594,30 @@ def test_password_login_is_unchanged_next_to_oauth2(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "auth password" in result.stdout and "oauth2:" not in result.stdout
     assert "smtp: ok (no login; " in result.stdout
+
+
+def test_the_example_config_documents_oauth2(tmp_path: Path) -> None:
+    """config.example.toml's [oauth2] block, uncommented and switched on, is a valid config."""
+    text = (ROOT / "config.example.toml").read_text()
+    block = text[text.index("# [oauth2]\n") : text.index("[database]")]
+    keys = [
+        line[2:] for line in block.splitlines() if line.startswith(("# [", "# ")) and " = " in line
+    ]
+    assert [k.split(" = ")[0] for k in keys] == [
+        "provider",
+        "token_url",
+        "client_id",
+        "client_secret_file",
+        "scope",
+        "refresh_token_file",
+        "device_authorization_url",
+    ]
+    (tmp_path / "secret").write_text("s\n")
+    keys = [k.replace("/etc/triaged/oauth2-client-secret", str(tmp_path / "secret")) for k in keys]
+    sections = base_sections(tmp_path)
+    sections["mailbox"] = {"auth": "oauth2"}
+    path = write_config(tmp_path, sections)
+    path.write_text(path.read_text() + "[oauth2]\n" + "\n".join(keys) + "\n")
+    config = load(path)
+    assert config.oauth2 is not None and config.oauth2.provider == "microsoft"
+    assert config.mailbox.endpoint.host == "outlook.office365.com"
