@@ -90,6 +90,9 @@ class TokenManager:
         # The refresh token ("" for client credentials) the server refused for good, and why:
         # it is not sent again, so a retry loop does not hammer the endpoint.
         self._refused: tuple[str, TokenError] | None = None
+        # A rotated refresh token that could not be written back yet: the server has spent
+        # the one in the file, so this one is used (and written) at the next refresh.
+        self._unsaved: str | None = None
 
     @property
     def fix(self) -> str:
@@ -120,7 +123,10 @@ class TokenManager:
     def _fetch(self, now: float) -> AccessToken:
         config = self.config
         secret = config.client_secret.reveal() if config.client_secret else None
-        refresh = "" if config.refresh_token_file is None else self._read_refresh_token()
+        if config.refresh_token_file is None:
+            refresh = ""
+        else:
+            refresh = self._unsaved or self._read_refresh_token()
         if self._refused is not None and self._refused[0] == refresh:
             raise self._refused[1]
         if refresh:
@@ -140,6 +146,8 @@ class TokenManager:
             error = self._refusal(exc)
             if error.lasting:
                 self._refused = (refresh, error)
+                if refresh == self._unsaved:
+                    self._unsaved = None  # the file is the way back (`oauth2 login`)
             raise error from None
         self._refused = None
         lifetime = _lifetime(params.get("expires_in"))
@@ -151,13 +159,26 @@ class TokenManager:
         )
         rotated = params.get("refresh_token")
         if refresh and isinstance(rotated, str) and rotated and rotated != refresh:
-            assert config.refresh_token_file is not None
-            write_refresh_token(config.refresh_token_file, rotated)
-            log.info(
-                "the token endpoint rotated the refresh token; the new one is in %s",
-                config.refresh_token_file,
-            )
+            self._save(rotated)
         return AccessToken(Secret(str(params["access_token"])), now + lifetime, lifetime)
+
+    def _save(self, rotated: str) -> None:
+        path = self.config.refresh_token_file
+        assert path is not None
+        try:
+            write_refresh_token(path, rotated)
+        except OSError as exc:
+            self._unsaved = rotated
+            log.error(
+                "cannot write the rotated refresh token to %s (%s): it is kept in memory and "
+                "written at the next refresh; a restart before then needs `%s`",
+                path,
+                exc.strerror or exc,
+                self.fix,
+            )
+            return
+        self._unsaved = None
+        log.info("the token endpoint rotated the refresh token; the new one is in %s", path)
 
     def _read_refresh_token(self) -> str:
         path = self.config.refresh_token_file
