@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from triaged.commands.base import COMMANDS, Context, Outcome, refused
+from triaged.commands.base import COMMANDS, CommandContext, Refused
 from triaged.commands.parse import Commands, extract
 from triaged.config import Config
 from triaged.core import events as ev
@@ -83,7 +83,7 @@ class Dispatcher:
         )
         if not verdict.ok:
             return self._refuse(msg, report_id, number, now, verdict.reason)
-        ctx = Context(
+        ctx = CommandContext(
             store=self.store,
             config=self.config,
             composer=self.composer,
@@ -128,37 +128,37 @@ class Dispatcher:
         return [*ctx.outgoing, transcript]
 
     def _run_all(
-        self, ctx: Context, commands: Commands, *, reporter: bool, is_reporter: bool = False
+        self, ctx: CommandContext, commands: Commands, *, reporter: bool, is_reporter: bool = False
     ) -> list[Line]:
         """Runs each command line in order, recording each as an event; one Line each."""
         lines = []
         for line in commands.lines:
             command = COMMANDS.get(line.name)
-            if reporter and command is not None and not (command.for_reporters and is_reporter):
-                outcome = refused(f"/{line.name} is not available to you")
-            else:
-                outcome = self._run(ctx, line.name, line.args, line.error)
-            ctx.event(ev.COMMAND, command=line.raw, ok=outcome.ok, result=outcome.text)
-            lines.append(Line(line.raw, outcome.ok, outcome.text))
+            try:
+                if reporter and command is not None and not (command.for_reporters and is_reporter):
+                    raise Refused(f"/{line.name} is not available to you")
+                text, ok = self._run(ctx, line.name, line.args, line.error), True
+            except Refused as refusal:
+                text, ok = refusal.reason, False
+            ctx.event(ev.COMMAND, command=line.raw, ok=ok, result=text)
+            lines.append(Line(line.raw, ok, text))
         return lines
 
-    def _run(self, ctx: Context, name: str, args: tuple[str, ...], error: str | None) -> Outcome:
+    def _run(self, ctx: CommandContext, name: str, args: tuple[str, ...], error: str | None) -> str:
+        """Runs one command in a savepoint of its own: a refusal leaves none of its changes
+        and none of its mail behind."""
         if error:
-            return refused(error)
+            raise Refused(error)
         command = COMMANDS.get(name)
         if command is None:
-            return refused(f"unknown command /{name}; /help lists the commands")
-        # A command that fails half-way must not leave half its changes behind.
+            raise Refused(f"unknown command /{name}; /help lists the commands")
+        outgoing_before = len(ctx.outgoing)
         try:
             with self.store.transaction():
-                outgoing_before = len(ctx.outgoing)
-                outcome = command.run(ctx, args)
-                if not outcome.ok:
-                    raise _Undo(outcome)
-        except _Undo as undo:
+                return command.run(ctx, args)
+        except Refused:
             del ctx.outgoing[outgoing_before:]
-            return undo.outcome
-        return outcome
+            raise
 
     def _refuse(
         self, msg: ParsedMessage, report_id: str | None, number: int, now: datetime, reason: str
@@ -210,7 +210,7 @@ class Dispatcher:
         if not commands.lines:
             return []
         sender = msg.from_addr or ""
-        ctx = Context(self.store, self.config, self.composer, report_id, sender, number, now)
+        ctx = CommandContext(self.store, self.config, self.composer, report_id, sender, number, now)
         lines = self._run_all(ctx, commands, reporter=True, is_reporter=is_reporter)
         sent = self.store.sent_recently("reporter_transcript", sender, now - timedelta(days=1))
         if sent >= REPORTER_TRANSCRIPTS_PER_DAY:
@@ -230,9 +230,3 @@ class Dispatcher:
                 auto="auto-replied",
             )
         ]
-
-
-class _Undo(Exception):
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.text)
-        self.outcome = outcome

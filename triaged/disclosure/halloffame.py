@@ -17,6 +17,7 @@ from triaged.config import Config
 from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.disclosure import advisory
+from triaged.disclosure.credit import NAME, reporter_credit
 from triaged.store.db import Store
 
 
@@ -40,14 +41,11 @@ def disclosed(store: Store) -> list[dict[str, Any]]:
 
 
 def _line(report: Mapping[str, Any], config: Config) -> str | None:
-    credit = advisory.reporter_credit(report)
-    if credit.kind == "none":
+    credit = reporter_credit(report)
+    name = credit.public_name()
+    if name is None:
         return None
-    who = (
-        f"**{advisory.markdown_text(credit.name or '')}**"
-        if credit.kind == "name"
-        else advisory.ANONYMOUS
-    )
+    who = f"**{advisory.markdown_text(name)}**" if credit.kind == NAME else name
     what = ", ".join(advisory.cve_ids(report)) or advisory.advisory_id(report, config)
     url = advisory.advisory_url(report, config)
     if url:

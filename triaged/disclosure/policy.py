@@ -1,5 +1,6 @@
 """What disclosure adds to a report's life: when it became fixed, the notes a transition to
-fixed adds to the transcript, and what mail to the reporter says of the embargo and credit."""
+fixed adds to the transcript, the move to disclosed (`/disclose` and `/state disclosed`), and
+what mail to the reporter says of the embargo and credit."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from triaged.core import workflow as wf
 from triaged.core.durations import add
 from triaged.core.timefmt import parse_ts
 from triaged.disclosure.credit import ReportContext, ask_credit_once, credit_words
-from triaged.disclosure.embargo import embargo_end, first_allowed_date, window
+from triaged.disclosure.embargo import (
+    check_announcement,
+    embargo_end,
+    first_allowed_date,
+    window,
+)
 from triaged.store import events
 
 
@@ -25,6 +31,24 @@ def fixed_at(ctx: ReportContext) -> datetime | None:
         if detail.get("new") == wf.FIXED and not detail.get("reopened"):
             return parse_ts(str(row["at"]))
     return None
+
+
+def disclose(ctx: ReportContext, *, early: bool = False) -> str:
+    """Moves the report to disclosed, if the policy allows the announcement now (`early`: the
+    issue is public already, so the embargo and `disclose_after_fix` no longer hold it back).
+    Returns the transcript line; raises Refused."""
+    if not early:
+        report = ctx.report
+        check_announcement(
+            state=report["state"],
+            stored=report["embargo"],
+            now=ctx.now,
+            fixed_at=fixed_at(ctx),
+            policy=ctx.config.policy,
+            when=ctx.composer.when,
+        )
+        return ctx.transition(wf.DISCLOSED)
+    return ctx.transition(wf.DISCLOSED, early=True)
 
 
 def after_transition(ctx: ReportContext, target: str) -> str:
