@@ -446,7 +446,9 @@ def test_a_report_is_read_and_answered_with_oauth2_and_an_expired_token_is_repla
         log = daemon.log()
     assert {c.login for c in sink.messages} == {account.user}
     assert account.fetch_all("triaged-processed") and not account.fetch_all()
-    assert [line for line in log.splitlines() if line.startswith(("WARNING", "ERROR"))] == []
+    # triaged's own lines (apscheduler may warn of a late job on a busy machine).
+    loud = [line for line in log.splitlines() if line.startswith(("WARNING triaged", "ERROR"))]
+    assert loud == []
     assert count_rows(config.database, "SELECT COUNT(*) FROM outages") == 0
     _assert_no_secret(log, token_server)
 
