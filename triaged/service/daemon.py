@@ -29,6 +29,7 @@ from triaged.service.lock import InstanceLock
 from triaged.service.outbox import OutboxRunner
 from triaged.service.scheduler import Scheduler
 from triaged.service.sdnotify import Notifier
+from triaged.store import outbox as queue
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class Daemon:
                         self._set_status(
                             f"reading {mailbox.name}; last look "
                             f"{self.clock().strftime('%H:%M:%S')} UTC; "
-                            f"{store.outbox_backlog()} message(s) waiting in the outbox"
+                            f"{queue.backlog(store)} message(s) waiting in the outbox"
                         )
                         log.debug("waiting for new mail")
                         self.wake.clear()
@@ -291,7 +292,7 @@ class Daemon:
             liveness.succeeded(SMTP, now)
         elif runner.error is not None:
             liveness.failed(SMTP, now, runner.error)
-        elif liveness.outage(SMTP) is not None and liveness.store.outbox_backlog() == 0:
+        elif liveness.outage(SMTP) is not None and queue.backlog(liveness.store) == 0:
             # Nothing waits to be sent any more, so nothing is failing.
             liveness.succeeded(SMTP, now)
         liveness.check(now)
