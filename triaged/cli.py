@@ -246,15 +246,23 @@ def reports(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.argument("report_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: the report, messages, events.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON: the report, its messages (with text and attachments), events, outbox.",
+)
 @click.pass_context
 def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
-    """Show one report with its messages and events.
+    """Show one report: its fields, each message with its text and attachments, its events.
 
     Example: triaged show k7f3q9xm --json
     """
-    store = Store(_config(ctx).database)
-    detail = report_detail(store, report_id.lower().lstrip("#"))
+    from triaged.mail.parse import clean_body_text
+
+    config = _config(ctx)
+    store = Store(config.database)
+    detail = report_detail(store, report_id.lower().lstrip("#"), config.limits)
     if detail is None:
         _fail(f"no report {report_id}", 1)
     if as_json:
@@ -262,9 +270,22 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
         return
     for key in ("id", "title", "state", "severity", "handler", "reporter", "created_at"):
         click.echo(f"{key + ':':<12} {detail[key] if detail[key] is not None else '-'}")
+    if detail["imported"]:
+        click.echo(f"{'imported:':<12} yes (taken in silently: no receipt, no notification)")
     click.echo("messages:")
     for m in detail["messages"]:
-        click.echo(f"  #{m['id']} {m['received_at'][:16]} {m['kind']:<11} {m['from_addr']}")
+        marks = " (imported)" if m["imported"] else ""
+        click.echo(f"  #{m['id']} {m['received_at'][:16]} {m['kind']:<11} {m['from_addr']}{marks}")
+        for a in m["attachments"]:
+            click.echo(
+                f"    attachment {a['index']}: {a['filename'] or '(no name)'} "
+                f"({a['content_type']}, {a['size']} bytes, sha256 {a['sha256']})"
+            )
+        origin = " (converted from HTML)" if m["text_from_html"] else ""
+        click.echo(f"    ----- text{origin} -----")
+        for line in clean_body_text(m["text"]).splitlines() or ["(no text)"]:
+            click.echo(f"    {line}")
+        click.echo("    ----- end of text -----")
     click.echo("events:")
     for e in detail["events"]:
         click.echo(f"  {e['at'][:16]} {e['kind']:<18} {e['actor'] or ''}")

@@ -31,6 +31,7 @@ from triaged.service.outbox import enqueue
 from triaged.store import events, messages, reports
 from triaged.store import outbox as queue
 from triaged.store.db import Store
+from triaged.views import attachment_count
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +347,8 @@ class IntakeRunner:
             "due": [f"{_CLOCK_LABELS[name]} by: {when}" for name, when in due.items()],
             "receipt_sent": no_receipt is None,
             "no_receipt_reason": no_receipt,
-            "attachments": msg.attachments,
+            "attachments": _numbered(msg, 1),
+            "from_html": msg.text_from_html,
             "text": text,
             "truncated": truncated,
         }
@@ -417,10 +419,12 @@ class IntakeRunner:
         events.record(self.store, report_id, now, ev.FOLLOWUP, actor=msg.from_addr, message=number)
         report = self.store.report(report_id)
         text, truncated = _cap(msg.text)
+        earlier = attachment_count(self.store, report_id, self.config.limits, before=number)
         context = {
             "sender": msg.from_addr,
             "title": report["title"] if report else "",
-            "attachments": msg.attachments,
+            "attachments": _numbered(msg, earlier + 1),
+            "from_html": msg.text_from_html,
             "text": text,
             "truncated": truncated,
         }
@@ -504,6 +508,22 @@ class IntakeRunner:
         self._store(incoming, msg, c.LOOP, decision.reason, decision.report_id)
         log.warning("intake: mail from our own address stored and ignored (loop protection)")
         return c.LOOP
+
+
+def _numbered(msg: ParsedMessage, first: int) -> list[dict[str, object]]:
+    """A message's attachments as the notifications list them, numbered across the report
+    (`first` is the number of this message's first one)."""
+    return [
+        {
+            "index": first + n,
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "size": a.size,
+            "sha256": a.sha256,
+            "attached": False,
+        }
+        for n, a in enumerate(msg.attachments)
+    ]
 
 
 def _cap(text: str) -> tuple[str, bool]:
