@@ -789,7 +789,7 @@ def test_attachments_listed_with_name_type_and_size() -> None:
         Attachment("€ x.png", "image/png", 8),
         Attachment("c.zip", "application/zip", 2),
         Attachment("", "application/x-unnamed", 5),
-        Attachment("n" * 200, "text/plain", 4),
+        Attachment("n" * 196 + ".txt", "text/plain", 4),
     )
 
 

@@ -1,5 +1,5 @@
-"""The command line: `triaged run`, `check`, `reports`, `show`, `deadlines`, `digest`, `backup`,
-`demo`, `oauth2 login`."""
+"""The command line: `triaged run`, `check`, `reports`, `show`, `export`, `import`, `deadlines`,
+`digest`, `backup`, `demo`, `oauth2 login`, and the disclosure outputs."""
 
 from __future__ import annotations
 
@@ -289,6 +289,44 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
     click.echo("events:")
     for e in detail["events"]:
         click.echo(f"  {e['at'][:16]} {e['kind']:<18} {e['actor'] or ''}")
+
+
+@main.command()
+@click.argument("report_id")
+@click.option(
+    "--output",
+    "directory",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write (created 0700 if missing; default: ./report-ID).",
+)
+@click.pass_context
+def export(ctx: click.Context, report_id: str, directory: Path | None) -> None:
+    """Write a report's raw messages (one mbox file) and attachments (one file each, mode 0600)
+    into DIR, and print each file's SHA-256. Nothing is overwritten or unpacked.
+
+    Example: triaged export k7f3q9xm --output /secure/k7f3q9xm
+    """
+    from triaged.export import export as export_report
+
+    config = _config(ctx)
+    store = Store(config.database)
+    report_id = report_id.lower().lstrip("#")
+    if store.report(report_id) is None:
+        _fail(f"no report {report_id}", 1)
+    target = directory or Path(f"report-{report_id}")
+    try:
+        written = export_report(store, report_id, config.limits, target)
+    except OSError as exc:
+        _fail(f"cannot write into {target}: {exc.strerror or exc}", 1)
+    for item in written:
+        # The sha256sum format, so that `sha256sum -c` can check the files later.
+        click.echo(f"{item.sha256}  {item.path}")
+    attachments = len(written) - 1
+    click.echo(
+        f"report {report_id}: {attachments} attachment(s) and the messages written to {target}",
+        err=True,
+    )
 
 
 @main.command()

@@ -766,8 +766,12 @@ def _filename(value: str | None) -> str:
         name = _decode_words(_text(value))
     except Exception:
         name = value
-    name = re.split(r"[/\\]", name)[-1]
-    name = clean_header_text(name, MAX_FILENAME)
+    name = clean_header_text(re.split(r"[/\\]", name)[-1], len(name))
+    stem, dot, extension = name.rpartition(".")
+    if len(name) > MAX_FILENAME and dot and stem and len(extension) <= 20:
+        # Cut the name, not its extension: "x...x.pdf" stays a .pdf.
+        name = stem[: MAX_FILENAME - len(extension) - 1].rstrip() + "." + extension
+    name = name[:MAX_FILENAME]
     return "" if name in (".", "..") else name
 
 
