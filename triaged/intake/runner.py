@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from triaged.clocks.engine import ClockPolicy
+from triaged.clocks.runner import refresh_deadlines
 from triaged.commands.dispatch import Dispatcher
 from triaged.config import Config
 from triaged.core import events as ev
@@ -89,6 +91,7 @@ class IntakeRunner:
         self.dispatcher = Dispatcher(
             config, store, self.composer, auth.load_or_create_key(config.auth.key_file)
         )
+        self.clock_policy = ClockPolicy.from_config(config.policy)
         self.context = c.Context(config.project.address, frozenset(config.maintainers.members))
         self.uidvalidity = 0
         # UIDs whose handling failed: left in the mailbox, retried after a while, not every pass.
@@ -247,7 +250,22 @@ class IntakeRunner:
                 return DUPLICATE
         decision = c.classify(msg, self._thread(msg), self.context)
         with self.store.transaction():
-            return self.handlers[decision.kind](incoming, msg, decision)
+            kind = self.handlers[decision.kind](incoming, msg, decision)
+            if kind in (c.FOLLOWUP, c.MAINTAINER) and decision.report_id is not None:
+                self._refresh_clocks(decision.report_id, incoming.received)
+            return kind
+
+    def _refresh_clocks(self, report_id: str, now: datetime) -> None:
+        """The report's deadlines as of this message, in its transaction, so `triaged
+        deadlines` and the digest never wait for the next clock pass. Its failure costs only
+        that: the pass recomputes them within a minute."""
+        try:
+            with self.store.transaction():
+                refresh_deadlines(self.store, self.clock_policy, report_id, now)
+        except Exception:
+            log.exception(
+                "intake: clocks of report %s not recomputed; the clock pass will", report_id
+            )
 
     def _thread(self, msg: ParsedMessage) -> c.Thread | None:
         report_id, by = find_tag(msg.subject), "tag"
@@ -367,6 +385,7 @@ class IntakeRunner:
                 )
             )
         enqueue(self.store, out, now)
+        self._refresh_clocks(report_id, now)
         log.info("intake: new report %s from %s", report_id, reporter)
         return c.REPORT
 
