@@ -9,6 +9,10 @@ overdue repeats to maintainers, periodic updates to the reporter. A notice's key
 `notices` in the same transaction as its mail (in the outbox), so a pass run twice at the
 same instant, or after a crash, sends nothing twice; a daemon that was down catches up with
 one mail per due item (see the deadlines module for which ones).
+
+The `deadlines` rows are not only the pass's: `refresh_deadlines` rewrites a report's in the
+transaction that changed it (intake does, for every message that touches a report), so what
+`triaged deadlines` and the digest read is current at once; the pass still sends the notices.
 """
 
 from __future__ import annotations
@@ -64,6 +68,17 @@ PUBLIC_STATES = {
 }
 BATCH = 200
 _RETRY_AFTER_ERROR = timedelta(minutes=5)
+
+
+def refresh_deadlines(
+    store: Store, policy: dl.ClockPolicy, report_id: str, now: datetime
+) -> list[dl.Clock]:
+    """Recomputes the report's clocks from its events and stores them (inside the caller's
+    transaction); sends nothing. Returns the clocks."""
+    history = events.of_report(store, report_id)
+    current = dl.clocks(dl.parse_happenings(dict(row) for row in history), policy, now)
+    deadlines.replace(store, report_id, current)
+    return current
 
 
 class ClockRunner:

@@ -39,6 +39,11 @@ advisory_draft      advisory, gaps                 /advisory mailed the drafts
 credit_asked        -                              the reporter was asked how to be credited
 update_sent         key                            the periodic update to the reporter
 clock_notice        key, clock, notice             a reminder, escalation or overdue notice
+imported            source, as                     a message taken in silently (adopting a
+                                                   mailbox, `triaged import`): no receipt, no
+                                                   notification, no clock; `as` is what it
+                                                   was (report, followup, ...). A report whose
+                                                   first event this is was made by an import
 
 A new kind is a constant here, a line in this table, and, when it moves a clock, a rule in
 `triaged.clocks.engine` (its `parse_happenings`).
@@ -70,6 +75,7 @@ ADVISORY_DRAFT: Final = "advisory_draft"
 CREDIT_ASKED: Final = "credit_asked"
 UPDATE_SENT: Final = "update_sent"
 CLOCK_NOTICE: Final = "clock_notice"
+IMPORTED: Final = "imported"
 
 KINDS: Final = frozenset(
     {
@@ -93,6 +99,7 @@ KINDS: Final = frozenset(
         CREDIT_ASKED,
         UPDATE_SENT,
         CLOCK_NOTICE,
+        IMPORTED,
     }
 )
 

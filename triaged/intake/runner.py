@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from triaged.clocks.engine import ClockPolicy
+from triaged.clocks.runner import refresh_deadlines
 from triaged.commands.dispatch import Dispatcher
 from triaged.config import Config
 from triaged.core import events as ev
@@ -31,6 +33,7 @@ from triaged.service.outbox import enqueue
 from triaged.store import events, messages, reports
 from triaged.store import outbox as queue
 from triaged.store.db import Store
+from triaged.views import attachment_count
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ class IntakeRunner:
         self.dispatcher = Dispatcher(
             config, store, self.composer, auth.load_or_create_key(config.auth.key_file)
         )
+        self.clock_policy = ClockPolicy.from_config(config.policy)
         self.context = c.Context(config.project.address, frozenset(config.maintainers.members))
         self.uidvalidity = 0
         # UIDs whose handling failed: left in the mailbox, retried after a while, not every pass.
@@ -246,7 +250,22 @@ class IntakeRunner:
                 return DUPLICATE
         decision = c.classify(msg, self._thread(msg), self.context)
         with self.store.transaction():
-            return self.handlers[decision.kind](incoming, msg, decision)
+            kind = self.handlers[decision.kind](incoming, msg, decision)
+            if kind in (c.FOLLOWUP, c.MAINTAINER) and decision.report_id is not None:
+                self._refresh_clocks(decision.report_id, incoming.received)
+            return kind
+
+    def _refresh_clocks(self, report_id: str, now: datetime) -> None:
+        """The report's deadlines as of this message, in its transaction, so `triaged
+        deadlines` and the digest never wait for the next clock pass. Its failure costs only
+        that: the pass recomputes them within a minute."""
+        try:
+            with self.store.transaction():
+                refresh_deadlines(self.store, self.clock_policy, report_id, now)
+        except Exception:
+            log.exception(
+                "intake: clocks of report %s not recomputed; the clock pass will", report_id
+            )
 
     def _thread(self, msg: ParsedMessage) -> c.Thread | None:
         report_id, by = find_tag(msg.subject), "tag"
@@ -347,7 +366,8 @@ class IntakeRunner:
             "due": [f"{_CLOCK_LABELS[name]} by: {when}" for name, when in due.items()],
             "receipt_sent": no_receipt is None,
             "no_receipt_reason": no_receipt,
-            "attachments": msg.attachments,
+            "attachments": _numbered(msg, 1),
+            "from_html": msg.text_from_html,
             "text": text,
             "truncated": truncated,
         }
@@ -366,6 +386,7 @@ class IntakeRunner:
                 )
             )
         enqueue(self.store, out, now)
+        self._refresh_clocks(report_id, now)
         log.info("intake: new report %s from %s", report_id, reporter)
         return c.REPORT
 
@@ -418,10 +439,12 @@ class IntakeRunner:
         events.record(self.store, report_id, now, ev.FOLLOWUP, actor=msg.from_addr, message=number)
         report = self.store.report(report_id)
         text, truncated = _cap(msg.text)
+        earlier = attachment_count(self.store, report_id, self.config.limits, before=number)
         context = {
             "sender": msg.from_addr,
             "title": report["title"] if report else "",
-            "attachments": msg.attachments,
+            "attachments": _numbered(msg, earlier + 1),
+            "from_html": msg.text_from_html,
             "text": text,
             "truncated": truncated,
         }
@@ -510,6 +533,22 @@ class IntakeRunner:
         self._store(incoming, msg, c.LOOP, decision.reason, decision.report_id)
         log.warning("intake: mail from our own address stored and ignored (loop protection)")
         return c.LOOP
+
+
+def _numbered(msg: ParsedMessage, first: int) -> list[dict[str, object]]:
+    """A message's attachments as the notifications list them, numbered across the report
+    (`first` is the number of this message's first one)."""
+    return [
+        {
+            "index": first + n,
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "size": a.size,
+            "sha256": a.sha256,
+            "attached": False,
+        }
+        for n, a in enumerate(msg.attachments)
+    ]
 
 
 def _cap(text: str) -> tuple[str, bool]:

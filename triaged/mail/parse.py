@@ -17,24 +17,35 @@ import binascii
 import codecs
 import encodings
 import functools
+import hashlib
 import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.feedparser import BytesFeedParser
+from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import Policy, compat32
 from email.utils import parsedate_to_datetime
 from email.utils import unquote as _unquote_param
 from encodings.aliases import aliases as _CODEC_ALIASES
+from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
 from triaged.config import LimitsConfig
 from triaged.core.text import address_list
 from triaged.errors import UnsafeMessage
+from triaged.mail.htmltext import MAX_HTML_CHARS, to_text
 
-__all__ = ["Attachment", "ParsedMessage", "clean_header_text", "parse"]
+__all__ = [
+    "Attachment",
+    "ParsedMessage",
+    "attachment_data",
+    "clean_body_text",
+    "clean_header_text",
+    "parse",
+]
 
 MAX_SUBJECT = 300
 MAX_NAME = 300
@@ -50,9 +61,11 @@ MAX_AUTH_RESULTS = 8192  # an Authentication-Results value is long; it is saniti
 class Attachment:
     filename: str  # sanitized (no path separators, no control chars, <= 200 chars), "" if none
     content_type: str  # e.g. "application/pdf", lowercased; "application/octet-stream" if bogus
-    # Decoded payload size in bytes, or the raw size if undecodable; for a message/* part (a
-    # forwarded message, a delivery-status report) the raw size of everything inside it.
+    # The size and SHA-256 (hex) of the attachment's bytes (`attachment_data`): the decoded
+    # payload, or the raw payload when it cannot be decoded; for a message/* part (a forwarded
+    # message, a delivery-status report) everything inside it, as a file of its own.
     size: int
+    sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,7 +86,8 @@ class ParsedMessage:
     auto_reason: str | None  # why this is automatic mail (RFC 3834 and practice), else None
     # The first text/plain part that is not an attachment nor inside a message/* part, decoded
     # (unknown charset: UTF-8 with replacement), NULs removed, line ends as "\n", capped at
-    # limits.max_text_chars; "" if there is none (HTML is never rendered).
+    # limits.max_text_chars. When there is no such part, or it holds only white space: the
+    # first such text/html part converted to text (`text_from_html`); else "".
     text: str
     # True when `text` is the first leaf reached through the first child of every container
     # (or any child of a multipart/alternative on that chain): where commands are read.
@@ -88,6 +102,9 @@ class ParsedMessage:
     # The messages a read receipt says it is about (Original-Message-ID of its disposition
     # notification part), "<...>" form; () for anything else.
     about: tuple[str, ...]
+    # True when `text` was converted from HTML (triaged.mail.htmltext): there was no usable
+    # text/plain part. Commands are never read from it.
+    text_from_html: bool = False
 
 
 # --- making text safe -------------------------------------------------------------------------
@@ -112,6 +129,19 @@ def clean_header_text(value: str, max_len: int = 300) -> str:
     if len(text) > max_len:
         text = text[:max_len].rstrip()
     return text
+
+
+# The same, but line feeds and tabs are text here.
+_UNSAFE_IN_TEXT = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def clean_body_text(value: str) -> str:
+    """Makes a message's text safe to print on a terminal: line feeds and tabs stay, every
+    other control character (escape sequences, carriage returns, bidi overrides) becomes
+    U+FFFD, so it is seen but does nothing."""
+    return _UNSAFE_IN_TEXT.sub("\ufffd", value)
 
 
 def _text(value: str) -> str:
@@ -643,37 +673,56 @@ def _filename(value: str | None) -> str:
         name = _decode_words(_text(value))
     except Exception:
         name = value
-    name = re.split(r"[/\\]", name)[-1]
-    name = clean_header_text(name, MAX_FILENAME)
+    name = clean_header_text(re.split(r"[/\\]", name)[-1], len(name))
+    stem, dot, extension = name.rpartition(".")
+    if len(name) > MAX_FILENAME and dot and stem and len(extension) <= 20:
+        # Cut the name, not its extension: "x...x.pdf" stays a .pdf.
+        name = stem[: MAX_FILENAME - len(extension) - 1].rstrip() + "." + extension
+    name = name[:MAX_FILENAME]
     return "" if name in (".", "..") else name
 
 
-def _payload_bytes(part: Message) -> tuple[bytes | None, int]:
-    """(decoded payload or None, size): the size is the raw one when decoding failed."""
-    payload = part.get_payload()
-    raw_size = len(payload) if isinstance(payload, str) else 0
+def _payload_bytes(part: Message) -> bytes | None:
+    """The decoded payload of a leaf part, or None when it cannot be decoded."""
     try:
         data = part.get_payload(decode=True)
     except Exception:
-        return None, raw_size
-    if isinstance(data, bytes):
-        return data, len(data)
-    return None, raw_size
+        return None
+    return data if isinstance(data, bytes) else None
 
 
-def _tree_size(part: Message) -> int:
-    """Raw size of a message/* part: its headers and every payload below it."""
-    size = 0
-    stack = [part]
-    while stack:
-        node = stack.pop()
-        size += sum(len(name) + len(value) + 4 for name, value in node.raw_items())
-        payload = node.get_payload()
-        if isinstance(payload, list):
-            stack.extend(child for child in payload if isinstance(child, Message))
-        elif isinstance(payload, str):
-            size += len(payload)
-    return size
+def _raw_payload(part: Message) -> bytes:
+    """A leaf part's payload as it came (the bytes parser keeps 8-bit bytes as surrogates)."""
+    payload = part.get_payload()
+    if not isinstance(payload, str):
+        return b""
+    return payload.encode("utf-8", "surrogateescape")
+
+
+# Headers as they came, never re-wrapped; "From " lines in bodies left alone.
+_AS_RECEIVED = compat32.clone(max_line_length=0)
+
+
+def _message_bytes(part: Message) -> bytes:
+    """A message/* part's content as a file of its own: the message (or, for a delivery-status
+    report, the header blocks) inside it, written out again with the headers as received."""
+    out = BytesIO()
+    generator = BytesGenerator(out, mangle_from_=False, policy=_AS_RECEIVED)
+    payload = part.get_payload()
+    try:
+        for child in payload if isinstance(payload, list) else ():
+            if isinstance(child, Message):
+                generator.flatten(child)
+    except Exception:  # noqa: S110 - what cannot be written again is left out; the raw is kept
+        pass
+    return out.getvalue()
+
+
+def _attachment_bytes(part: Message) -> bytes:
+    if isinstance(part.get_payload(), list):
+        return _message_bytes(part)
+    data = _payload_bytes(part)
+    return _raw_payload(part) if data is None else data
 
 
 # --- TNEF (MS-OXTNEF), only as far as its message class ------------------------------------
@@ -714,20 +763,44 @@ def _tnef_report(data: bytes) -> str | None:
 class _Walk:
     text: str = ""
     text_is_first_part: bool = False
+    text_from_html: bool = False
     attachments: tuple[Attachment, ...] = ()
     report: str | None = None  # READ_RECEIPT or DELIVERY, from the first report part
     about: tuple[str, ...] = ()  # Original-Message-ID of a disposition notification
+    # The attachments' bytes, in the same order, when the walk was asked to keep them.
+    data: list[bytes] | None = None
 
 
-def _walk(root: Message, limits: LimitsConfig) -> _Walk:
+def _decoded_text(part: Message, type_params: dict[str, str], cap: int) -> str:
+    """A text part's payload as text: at most `cap` characters, NULs removed, "\n" line ends."""
+    data = _payload_bytes(part)
+    if data is None:
+        data = b""
+    limit = cap * 4  # bytes enough for `cap` characters
+    text = _decode_text(data[:limit], _param(type_params, "charset"), len(data) > limit)
+    return _EOL.sub("\n", text.replace("\x00", ""))[:cap]
+
+
+def _walk(root: Message, limits: LimitsConfig, keep: bool = False) -> _Walk:
     """One iterative, depth-first walk: the body text, the attachments, status report parts.
 
     Nothing inside a message/* part (a forwarded message, a bounce's returned copy) is
     looked at: its text is not the body and its report parts do not make this one a report.
+    With `keep`, the attachments' bytes are collected too (`attachment_data`).
     """
-    result = _Walk()
+    result = _Walk(data=[] if keep else None)
     body: Message | None = None
+    html: tuple[Message, dict[str, str]] | None = None
     attachments: list[Attachment] = []
+
+    def attach(part: Message, name: str | None, ctype: str) -> bytes:
+        data = _attachment_bytes(part)
+        digest = hashlib.sha256(data).hexdigest()
+        attachments.append(Attachment(_filename(name), _safe_type(ctype), len(data), digest))
+        if result.data is not None:
+            result.data.append(data)
+        return data
+
     # (part, on the first-part chain): the first child of each container, or any child of a
     # multipart/alternative on that chain (alternatives are the same content).
     stack: list[tuple[Message, bool]] = [(root, True)]
@@ -755,27 +828,29 @@ def _walk(root: Message, limits: LimitsConfig) -> _Walk:
                 result.report = result.report or _STATUS_PARTS[ctype]
                 if _STATUS_PARTS[ctype] == READ_RECEIPT and not result.about:
                     result.about = _original_message_ids(payload)
-            attachments.append(Attachment(_filename(name), _safe_type(ctype), _tree_size(part)))
+            attach(part, name, ctype)
             continue
         if ctype == "text/plain" and body is None and not is_attachment:
             body = part
-            data, _ = _payload_bytes(part)
-            if data is None:
-                data = b""
-            cap = limits.max_text_chars * 4  # bytes enough for max_text_chars characters
-            text = _decode_text(data[:cap], _param(type_params, "charset"), len(data) > cap)
-            text = _EOL.sub("\n", text.replace("\x00", ""))
-            result.text = text[: limits.max_text_chars]
+            result.text = _decoded_text(part, type_params, limits.max_text_chars)
             result.text_is_first_part = first
             continue
+        if ctype == "text/html" and html is None and not is_attachment:
+            html = (part, type_params)
+            continue
         if is_attachment or not ctype.startswith("text/"):
-            data, size = _payload_bytes(part)
+            data = attach(part, name, ctype)
             if ctype in _STATUS_PARTS:
                 result.report = result.report or _STATUS_PARTS[ctype]
-            elif ctype in _TNEF_TYPES and data is not None:
+            elif ctype in _TNEF_TYPES:
                 result.report = result.report or _tnef_report(data)
-            attachments.append(Attachment(_filename(name), _safe_type(ctype), size))
     result.attachments = tuple(attachments)
+    if html is not None and not result.text.strip():
+        # No usable text/plain part (none, or only white space): the HTML part, as text.
+        source = _decoded_text(html[0], html[1], MAX_HTML_CHARS)
+        result.text = to_text(source, limits.max_text_chars)
+        result.text_is_first_part = False
+        result.text_from_html = True
     return result
 
 
@@ -789,6 +864,19 @@ def _original_message_ids(payload: list[Any]) -> tuple[str, ...]:
     return ()
 
 
+def attachment_data(raw: bytes, limits: LimitsConfig) -> list[bytes]:
+    """The bytes of each of `parse(raw, limits).attachments`, in the same order.
+
+    Raises UnsafeMessage as `parse` does (a stored message parsed once already never does).
+    """
+    root = _root(raw, limits)
+    try:
+        data = _walk(root, limits, keep=True).data
+    except Exception as exc:
+        raise UnsafeMessage(f"unreadable message ({type(exc).__name__})") from None
+    return data or []
+
+
 # --- parse ------------------------------------------------------------------------------------
 
 
@@ -800,15 +888,20 @@ def _original_message_ids(payload: list[Any]) -> tuple[str, ...]:
 _PREFIX = re.compile(rb"(?:\xef\xbb\xbf|\r\n|\n|\r)+")
 
 
-def parse(raw: bytes, limits: LimitsConfig) -> ParsedMessage:
-    """Parses one raw message; raises UnsafeMessage(reason), and nothing else, for any input."""
+def _root(raw: bytes, limits: LimitsConfig) -> Message:
+    """The parsed tree of a raw message, within the caps, whatever came before its header."""
     if len(raw) > limits.max_message_size:
         raise UnsafeMessage(f"too large: {len(raw)} bytes")
     prefix = _PREFIX.match(raw)
     if prefix is not None:
         raw = raw[prefix.end() :]
     _check_header_block(raw, limits)
-    root = _parse_tree(raw, limits)
+    return _parse_tree(raw, limits)
+
+
+def parse(raw: bytes, limits: LimitsConfig) -> ParsedMessage:
+    """Parses one raw message; raises UnsafeMessage(reason), and nothing else, for any input."""
+    root = _root(raw, limits)
     try:
         return _extract(root, limits)
     except UnsafeMessage:
@@ -894,6 +987,7 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         auto_reason=auto_reason,
         text=walk.text,
         text_is_first_part=walk.text_is_first_part,
+        text_from_html=walk.text_from_html,
         attachments=walk.attachments,
         authentication_results=tuple(auth_results),
         return_path=return_path,

@@ -22,6 +22,7 @@ from triaged.errors import ConfigError, MailboxError
 from triaged.intake.runner import IntakeRunner
 from triaged.mail.compose import Composer
 from triaged.mail.mailbox import open_mailbox
+from triaged.mail.oauth2 import tokens_for
 from triaged.mail.transport import open_transport
 from triaged.service.liveness import MAILBOX, SMTP, Liveness, Outage
 from triaged.service.lock import InstanceLock
@@ -46,6 +47,8 @@ class Daemon:
     def __init__(self, config: Config, clock: Clock = utcnow) -> None:
         self.config = config
         self.clock = clock
+        # One token manager for both loops (OAuth2): they share one grant.
+        self.tokens = tokens_for(config)
         self.stop = threading.Event()
         # Set to interrupt the intake loop's wait: on stop, and on a reload request.
         self.wake = threading.Event()
@@ -146,6 +149,8 @@ class Daemon:
             )
             self.notifier.notify("READY=1")
             return False
+        if new.oauth2 != self.config.oauth2 or self.tokens is None:
+            self.tokens = tokens_for(new)
         self.config = new
         self.generation += 1
         self.outbox_wake.set()
@@ -163,7 +168,7 @@ class Daemon:
                     self._reload()
                 composer = Composer(self.config)
                 liveness = Liveness(self.config, store, composer, self.outbox_wake.set)
-                mailbox = open_mailbox(self.config.mailbox)
+                mailbox = open_mailbox(self.config.mailbox, self.tokens)
                 try:
                     mailbox.connect()
                     runner = IntakeRunner(self.config, store, mailbox, composer, self.stop)
@@ -239,7 +244,7 @@ class Daemon:
     def _outbox_loop(self) -> None:
         store = Store(self.config.database)
         generation = self.generation
-        transport = open_transport(self.config.smtp)
+        transport = open_transport(self.config.smtp, self.tokens)
         runner = OutboxRunner(store, transport, self.config.smtp)
         liveness = Liveness(self.config, store)
         try:
@@ -247,7 +252,7 @@ class Daemon:
                 if generation != self.generation:
                     transport.close()
                     generation = self.generation
-                    transport = open_transport(self.config.smtp)
+                    transport = open_transport(self.config.smtp, self.tokens)
                     runner = OutboxRunner(store, transport, self.config.smtp)
                     liveness = Liveness(self.config, store)
                 self.outbox_wake.clear()
