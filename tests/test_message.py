@@ -17,7 +17,13 @@ from helpers import disposition_notification, outlook_read_receipt, tnef
 import triaged.mail.parse as message_module
 from triaged.config import LimitsConfig
 from triaged.errors import UnsafeMessage
-from triaged.mail.parse import Attachment, ParsedMessage, clean_header_text, parse
+from triaged.mail.parse import (
+    Attachment,
+    ParsedMessage,
+    attachment_data,
+    clean_header_text,
+    parse,
+)
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -569,6 +575,19 @@ def test_a_prefix_before_the_header_is_ignored(prefix: bytes) -> None:
         "a report",
         "hello\n",
     )
+
+
+def test_attachment_data_reads_past_the_prefix_as_parse_does() -> None:
+    raw = b"\xef\xbb\xbf\r\n" + make(
+        "From: a@example.org",
+        "Content-Type: multipart/mixed; boundary=m",
+        body=(
+            "--m\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--m\r\n"
+            'Content-Disposition: attachment; filename="poc.bin"\r\n\r\nexploit\r\n--m--\r\n'
+        ),
+    )
+    assert [a.filename for a in parse(raw, LIMITS).attachments] == ["poc.bin"]
+    assert attachment_data(raw, LIMITS) == [b"exploit"]
 
 
 @pytest.mark.parametrize(

@@ -186,6 +186,7 @@ class ImapMailbox:
             raise
         self._client = client
         self._announced = False
+        self._highest_uid = 0
         self._woken_at = None
         log.debug(
             "connected to %s (move=%s, idle=%s, uidvalidity=%s)",
