@@ -103,6 +103,8 @@ class MailboxConfig:
     connect_timeout: Duration
     batch_size: int
     auth: str = "password"  # or "oauth2": SASL XOAUTH2 with a token from [oauth2]
+    # The List-Ids of the project's own list(s) in front of the mailbox (triaged/intake/lists.py).
+    own_lists: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -526,7 +528,27 @@ def _mailbox(s: _Section, oauth2: OAuth2Config | None, project: ProjectConfig) -
         connect_timeout=_dur(s, "connect_timeout", "30s"),
         batch_size=s.convert("batch_size", int, _positive, 50),
         auth=auth,
+        own_lists=s.convert("own_lists", list, _list_ids, []),
     )
+
+
+_LIST_ID = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)+$")
+
+
+def _list_ids(values: list[Any]) -> frozenset[str]:
+    """List-Ids as RFC 2919 writes them inside the angle brackets: "security.example.org"."""
+    ids = set()
+    for value in values:
+        if not isinstance(value, str):
+            raise ValueError("must be a list of strings")
+        list_id = value.strip().removeprefix("<").removesuffix(">").lower()
+        if not _LIST_ID.match(list_id):
+            raise ValueError(
+                f"{value!r} is not a List-Id (the part in angle brackets of a List-Id header,"
+                ' e.g. "security.example.org")'
+            )
+        ids.add(list_id)
+    return frozenset(ids)
 
 
 def _smtp(s: _Section, oauth2: OAuth2Config | None, project: ProjectConfig) -> SmtpConfig:

@@ -25,6 +25,7 @@ from triaged.core.durations import add
 from triaged.core.ids import find_tag, new_report_id, tag
 from triaged.errors import UnsafeMessage
 from triaged.intake import classify as c
+from triaged.intake.lists import through_own_list
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.mailbox.base import Envelope, Mailbox
@@ -248,6 +249,7 @@ class IntakeRunner:
                 with self.store.transaction():
                     self._store(incoming, msg, DUPLICATE, reason, None)
                 return DUPLICATE
+        msg = through_own_list(msg, self.config.mailbox.own_lists, self.config.project.address)
         decision = c.classify(msg, self._thread(msg), self.context)
         with self.store.transaction():
             kind = self.handlers[decision.kind](incoming, msg, decision)

@@ -34,12 +34,13 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
 from triaged.config import LimitsConfig
-from triaged.core.text import address_list
+from triaged.core.text import address_list, parse_address
 from triaged.errors import UnsafeMessage
 from triaged.mail.htmltext import MAX_HTML_CHARS, to_text
 
 __all__ = [
     "Attachment",
+    "ListHeaders",
     "ParsedMessage",
     "attachment_data",
     "clean_body_text",
@@ -66,6 +67,25 @@ class Attachment:
     # message, a delivery-status report) everything inside it, as a file of its own.
     size: int
     sha256: str = ""
+
+
+@dataclass(frozen=True)
+class ListHeaders:
+    """What a mailing list in front of the mailbox may have written (read only for the lists
+    named in `mailbox.own_lists`, by triaged.intake.lists)."""
+
+    list_id: str  # the identifier in List-Id, lowercased ("security.example.org")
+    post: str | None  # the address in List-Post (<mailto:...>), lowercased
+    # The message's auto_reason when the headers a list adds (List-*, "Precedence: list") do
+    # not count.
+    auto_reason: str | None
+    # (address, display name) of X-Original-From and of Reply-To, each only when it names
+    # exactly one valid address.
+    original_from: tuple[str, str] | None
+    reply_to: tuple[str, str] | None
+    # The first of X-Original-From and Reply-To that is present but names no single
+    # well-formed address, as written (sanitized, not decoded); "" when there is none.
+    unreadable_author: str
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,8 @@ class ParsedMessage:
     # True when `text` was converted from HTML (triaged.mail.htmltext): there was no usable
     # text/plain part. Commands are never read from it.
     text_from_html: bool = False
+    # The List-Id and what a list may have rewritten, when the message has a List-Id.
+    mailing_list: ListHeaders | None = None
 
 
 # --- making text safe -------------------------------------------------------------------------
@@ -635,6 +657,10 @@ _SINGLE = frozenset(
         "return-path",
         "content-type",
         "content-class",
+        "list-id",
+        "list-post",
+        "reply-to",
+        "x-original-from",
     )
 )
 _RECIPIENTS = frozenset(("to", "cc", "delivered-to"))
@@ -930,10 +956,9 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
             recipients.append(value)
         elif key == "authentication-results":
             auth_results.append(_header_text(value, MAX_AUTH_RESULTS, decode=False))
-        elif key.startswith("list-"):
-            list_header = True
         elif key in _AUTOREPLY:
             autoreply_header = True
+        list_header = list_header or key.startswith("list-")
     if not any_header:
         raise UnsafeMessage("no header fields")
 
@@ -954,25 +979,15 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
     if report is None and "content-class" in single:
         report = READ_RECEIPT if _simple_value(single["content-class"]) == _MDN_CLASS else None
 
-    auto_reason: str | None = None
-    auto_submitted = single.get("auto-submitted")
-    precedence = _simple_value(single["precedence"]) if "precedence" in single else ""
-    if auto_submitted is not None and _simple_value(auto_submitted) != "no":
-        value = _simple_value(auto_submitted)
-        auto_reason = f"auto-submitted: {value}" if value else "auto-submitted"
-    elif precedence in ("bulk", "junk", "list"):
-        auto_reason = f"precedence: {precedence}"
-    elif list_header:
-        auto_reason = "mailing list"
-    elif autoreply_header:
-        auto_reason = "autoreply header"
-    elif return_path == "":
-        auto_reason = "null return path"
-    elif daemon:
-        auto_reason = "mailer-daemon"
-    elif report is not None:
-        auto_reason = report
-
+    signals = _AutoSignals(
+        auto_submitted=single.get("auto-submitted"),
+        precedence=_simple_value(single["precedence"]) if "precedence" in single else "",
+        list_header=list_header,
+        autoreply_header=autoreply_header,
+        null_return_path=return_path == "",
+        daemon=daemon,
+        report=report,
+    )
     subject = single.get("subject")
     return ParsedMessage(
         message_id=message_ids[0] if message_ids else None,
@@ -984,7 +999,7 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         to_addrs=_addresses(recipients),
         subject=_header_text(subject, MAX_SUBJECT) if subject is not None else "",
         date=_date(single.get("date")),
-        auto_reason=auto_reason,
+        auto_reason=signals.reason(count_list=True),
         text=walk.text,
         text_is_first_part=walk.text_is_first_part,
         text_from_html=walk.text_from_html,
@@ -992,4 +1007,92 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         authentication_results=tuple(auth_results),
         return_path=return_path,
         about=walk.about if report == READ_RECEIPT else (),
+        mailing_list=_list_headers(single, signals),
+    )
+
+
+@dataclass(frozen=True)
+class _AutoSignals:
+    """What can make a message automatic mail (RFC 3834 and practice), in order of weight."""
+
+    auto_submitted: str | None
+    precedence: str
+    list_header: bool
+    autoreply_header: bool
+    null_return_path: bool
+    daemon: bool
+    report: str | None  # READ_RECEIPT or DELIVERY
+
+    def reason(self, count_list: bool) -> str | None:
+        """The first signal present, or None; without `count_list`, the headers a mailing
+        list adds (List-*, "Precedence: list") do not count."""
+        if self.auto_submitted is not None and _simple_value(self.auto_submitted) != "no":
+            value = _simple_value(self.auto_submitted)
+            return f"auto-submitted: {value}" if value else "auto-submitted"
+        if self.precedence in ("bulk", "junk") or (count_list and self.precedence == "list"):
+            return f"precedence: {self.precedence}"
+        if count_list and self.list_header:
+            return "mailing list"
+        if self.autoreply_header:
+            return "autoreply header"
+        if self.null_return_path:
+            return "null return path"
+        if self.daemon:
+            return "mailer-daemon"
+        return self.report
+
+
+_LIST_ID = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,255}")
+_LIST_ID_IN_ANGLES = re.compile(r"<([^<>]*)>")
+
+
+def _list_id(raw: str) -> str | None:
+    """The identifier of a List-Id (RFC 2919: `Description <list-id>`), lowercased."""
+    value = _unfold(_text(raw))
+    found = _LIST_ID_IN_ANGLES.findall(value)
+    candidate = (found[-1] if found else value).strip().lower()
+    return candidate if _LIST_ID.fullmatch(candidate) else None
+
+
+def _list_post(raw: str | None) -> str | None:
+    """The address of a List-Post (RFC 2369: `<mailto:list@example.org>`), or None ("NO")."""
+    if raw is None:
+        return None
+    match = re.search(r"<\s*mailto:([^<>?]{1,254})", _unfold(_text(raw)), re.IGNORECASE)
+    return parse_address(match.group(1).strip()) if match else None
+
+
+def _one_mailbox(raw: str | None) -> tuple[str, str] | None:
+    """(address, display name) when the header names exactly one well-formed address, read
+    as From is (core.text)."""
+    if raw is None:
+        return None
+    try:
+        box = address_list(_unfold(_text(raw))).single()
+    except Exception:
+        return None
+    if box is None or box.address is None:
+        return None
+    return box.address, _header_text(box.name, MAX_NAME)
+
+
+def _list_headers(single: dict[str, str], signals: _AutoSignals) -> ListHeaders | None:
+    raw_id = single.get("list-id")
+    list_id = _list_id(raw_id) if raw_id is not None else None
+    if list_id is None:
+        return None
+    authors = {name: single.get(name) for name in ("x-original-from", "reply-to")}
+    found = {name: _one_mailbox(raw) for name, raw in authors.items()}
+    unreadable = [
+        _header_text(raw, MAX_NAME, decode=False)
+        for name, raw in authors.items()
+        if raw is not None and found[name] is None
+    ]
+    return ListHeaders(
+        list_id=list_id,
+        post=_list_post(single.get("list-post")),
+        auto_reason=signals.reason(count_list=False),
+        original_from=found["x-original-from"],
+        reply_to=found["reply-to"],
+        unreadable_author=unreadable[0] if unreadable else "",
     )
