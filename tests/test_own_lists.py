@@ -70,6 +70,25 @@ def test_report_through_the_own_list_gets_its_receipt_at_the_original_sender(
     assert [m["from_addr"] for m in harness.messages()] == [JANE]
 
 
+def test_an_original_from_that_is_no_address_is_a_report_without_a_receipt(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    # Google Groups copies the author's From into X-Original-From as written. Glued, this one
+    # was johnsmithjs18@example.net; unread, the message passed for our own (a loop) and the
+    # report vanished.
+    imap_account.append(own_list_mail(**{"X-Original-From": "John Smith js18@example.net"}))
+    assert harness.pump() == 1
+    sent = smtp_sink.wait_for(len(MAINTAINERS))
+    assert sorted(r for c in sent for r in c.rcpt_tos) == sorted(MAINTAINERS)
+    (report,) = harness.reports()
+    assert report["reporter"] is None
+    note = next(c for c in sent if c.rcpt_tos == [MAINTAINERS[0]])
+    assert "From:      John Smith js18@example.net (not a usable address)" in (
+        note.msg.get_content()
+    )
+    assert [m["kind"] for m in harness.messages()] == ["report"]
+
+
 def test_a_rewritten_from_through_a_list_not_ours_stays_automatic(
     harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
 ) -> None:
@@ -155,16 +174,30 @@ def _through(raw: bytes) -> tuple[str | None, str | None]:
         ("Joe <joe@example.net>", {"Reply-To": "victim@example.net"}, "joe@example.net"),
         # Rewritten, but the only candidate is the list itself: From stays (our own address).
         (f"x via security <{LIST_ADDRESS}>", {"Reply-To": LIST_ADDRESS}, LIST_ADDRESS),
-        # Two addresses in Reply-To: none is the author.
+        # Two addresses in Reply-To: none is the author, and the report has no reporter
+        # address (as a From naming two would give), rather than passing for our own mail.
         (
             f"x via security <{LIST_ADDRESS}>",
             {"Reply-To": "a@example.net, b@example.net"},
-            LIST_ADDRESS,
+            None,
+        ),
+        # The original From names no well-formed address: never glued into one.
+        (
+            f"x via security <{LIST_ADDRESS}>",
+            {"X-Original-From": "John Smith js18@example.net"},
+            None,
+        ),
+        (f"x via security <{LIST_ADDRESS}>", {"X-Original-From": "ali ce@example.org"}, None),
+        # A readable Reply-To still names the author when X-Original-From does not.
+        (
+            f"x via security <{LIST_ADDRESS}>",
+            {"X-Original-From": "John Smith js18@example.net", "Reply-To": JANE},
+            JANE,
         ),
     ],
 )
 def test_which_headers_name_the_original_sender(
-    sender: str, headers: dict[str, str], expected: str
+    sender: str, headers: dict[str, str], expected: str | None
 ) -> None:
     from_addr, reason = _through(own_list_mail(sender=sender, **headers))
     assert (from_addr, reason) == (expected, None)

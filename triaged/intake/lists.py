@@ -11,6 +11,9 @@ whose List-Id is one of the project's own lists:
   first that names one address that is not the list's or the project's own:
   1. `X-Original-From` (Google Groups puts the original From there);
   2. `Reply-To` (Mailman's "munge From" puts it there).
+  When neither names one, but one of them is there and names no single well-formed address
+  (read as From is, triaged/core/text.py), the report has no reporter address, as such a From
+  would give.
   From counts as rewritten only when its address is the list's own (its `List-Post` address,
   the address its List-Id spells, `security.example.org` for `security@example.org`) or the
   project's address. Reply-To is never followed otherwise.
@@ -40,6 +43,17 @@ def through_own_list(
         return msg
     original = _original_sender(msg, found, project_address)
     if original is None:
+        if found.unreadable_author and _rewritten(msg, found, project_address):
+            # An author's header that names no one well-formed address ("John Smith
+            # js18@example.net"): a report without a reporter address, shown to the team as
+            # written. Never our own mail coming back: that names our address.
+            return replace(
+                msg,
+                auto_reason=found.auto_reason,
+                from_addr=None,
+                from_name="",
+                from_text=found.unreadable_author,
+            )
         return replace(msg, auto_reason=found.auto_reason)
     address, name = original
     return replace(
@@ -55,11 +69,16 @@ def _is_list(address: str, found: ListHeaders, project_address: str) -> bool:
     )
 
 
+def _rewritten(msg: ParsedMessage, found: ListHeaders, project_address: str) -> bool:
+    """Whether the list rewrote From to its own address."""
+    return msg.from_addr is not None and _is_list(msg.from_addr, found, project_address)
+
+
 def _original_sender(
     msg: ParsedMessage, found: ListHeaders, project_address: str
 ) -> tuple[str, str] | None:
     """The author of a message whose From the list rewrote to its own address, else None."""
-    if msg.from_addr is None or not _is_list(msg.from_addr, found, project_address):
+    if not _rewritten(msg, found, project_address):
         return None
     for candidate in (found.original_from, found.reply_to):
         if candidate is not None and not _is_list(candidate[0], found, project_address):
