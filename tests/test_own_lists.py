@@ -220,3 +220,19 @@ def test_own_lists_must_be_list_ids(tmp_path: Path) -> None:
     sections["mailbox"]["own_lists"] = ["<Security.Example.ORG>"]
     path.write_text(config_text(sections))
     assert load(path).mailbox.own_lists == frozenset({OWN})
+
+
+@pytest.mark.parametrize(
+    ("value", "post"),
+    [
+        (f"<mailto:{LIST_ADDRESS}>", LIST_ADDRESS),
+        ("<mailto: Security@Example.org >", LIST_ADDRESS),
+        ("<mailto:secu rity@example.org>", None),  # never glued into security@example.org
+        ("<mailto:security@example.org?subject=x>", LIST_ADDRESS),
+        ("NO", None),
+    ],
+)
+def test_the_list_post_address_is_read_as_every_address_is(value: str, post: str | None) -> None:
+    parsed = parse(own_list_mail(**{"List-Post": value}), LIMITS)
+    assert parsed.mailing_list is not None
+    assert parsed.mailing_list.post == post
