@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from triaged.clocks import engine as dl
+from triaged.clocks import engine
 from triaged.config import SEVERITIES, Config
 from triaged.core import events as ev
 from triaged.core import workflow as wf
@@ -52,7 +52,7 @@ from triaged.store.db import Store
 WEEK = timedelta(days=7)
 WINDOW = timedelta(days=90)
 # The clocks whose share met on time is measured (the update clock is never met).
-MEASURED = (dl.ACKNOWLEDGE, dl.RESPOND, dl.RESOLVE)
+MEASURED = (engine.ACKNOWLEDGE, engine.RESPOND, engine.RESOLVE)
 # How many reports the mail lists at most, per section; the counts are always complete.
 LIST_LIMIT = 100
 CHANGES_LIMIT = 50
@@ -421,15 +421,11 @@ def compose(config: Config, store: Store, composer: Composer, now: datetime) -> 
     digest = build(store, config, now)
     variables = context(composer, digest)
     line = subject(config, digest)
-    return [
-        composer.build(
-            kind="digest",
-            to=address,
-            subject=line,
-            template="digest.txt",
-            context=variables,
-            now=now,
-            auto="auto-generated",
-        )
-        for address in config.maintainers.notify
-    ]
+    return composer.to_each(
+        config.maintainers.notify,
+        kind="digest",
+        subject=line,
+        template="digest.txt",
+        context=variables,
+        now=now,
+    )
