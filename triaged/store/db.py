@@ -26,11 +26,21 @@ from triaged.store.migrations import SCHEMA, upgrade
 class Store:
     """One connection to the database. Not shared between threads: each runner opens its own."""
 
-    def __init__(self, path: str | Path, migrations: Iterable[Migrations] = (SCHEMA,)) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        migrations: Iterable[Migrations] = (SCHEMA,),
+        *,
+        shared: bool = False,
+    ) -> None:
+        """`shared`: the connection may be used by several threads, one at a time (the caller
+        holds a lock around every use, as the scheduler does for its jobs)."""
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        conn = sqlite3.connect(
+            str(path), timeout=30, isolation_level=None, check_same_thread=not shared
+        )
         conn.row_factory = sqlite3.Row
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
