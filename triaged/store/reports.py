@@ -12,11 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from triaged.core import events as ev
+from triaged.core import workflow as wf
 from triaged.core.timefmt import ts
 from triaged.store import events
 from triaged.store.db import Store
 
 # The fields a command may set (column names: the UPDATE is built from one of these only).
+# Not `waiting`: a pause starts with start_waiting and ends with end_waiting, nowhere else.
 FIELDS = frozenset(
     {
         "severity",
@@ -29,7 +31,6 @@ FIELDS = frozenset(
         "embargo",
         "disclosed_at",
         "credit",
-        "waiting",
         "duplicate_of",
     }
 )
@@ -46,7 +47,7 @@ def create(store: Store, report_id: str, *, title: str, reporter: str | None, at
         {
             "id": report_id,
             "title": title,
-            "state": "new",
+            "state": wf.NEW,
             "reporter": reporter,
             "created_at": ts(at),
             "updated_at": ts(at),
@@ -127,6 +128,23 @@ def reopen(
         store, report_id, at, ev.STATE, actor=actor, message=message, old=old, new=new,
         reopened=True,
     )  # fmt: skip
+
+
+def start_waiting(
+    store: Store, report_id: str, at: datetime, *, actor: str | None, message: int | None
+) -> bool:
+    """Starts a /waiting pause (recorded as a `set` of `waiting` to 1); False when the report
+    is waiting already."""
+    cursor = store.conn.execute(
+        "UPDATE reports SET waiting = 1, updated_at = ? WHERE id = ? AND waiting = 0",
+        (ts(at), report_id),
+    )
+    if cursor.rowcount == 0:
+        return False
+    events.record(
+        store, report_id, at, ev.SET, actor=actor, message=message, field="waiting", old=0, new=1
+    )
+    return True
 
 
 def end_waiting(
