@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any, cast
 from triaged.config import LimitsConfig
 from triaged.errors import UnsafeMessage
 
-__all__ = ["Attachment", "ParsedMessage", "clean_header_text", "parse"]
+__all__ = [
+    "Attachment",
+    "OpenPGPStatus",
+    "ParsedMessage",
+    "Signature",
+    "clean_header_text",
+    "parse",
+]
 
 MAX_SUBJECT = 300
 MAX_NAME = 300
@@ -51,6 +58,75 @@ class Attachment:
     # Decoded payload size in bytes, or the raw size if undecodable; for a message/* part (a
     # forwarded message, a delivery-status report) the raw size of everything inside it.
     size: int
+
+
+# What a signature check can say. Expired or revoked signing keys count as bad: the signature
+# proves nothing about the sender today.
+GOOD = "good"
+BAD = "bad"
+UNKNOWN_KEY = "unknown key"
+
+
+@dataclass(frozen=True)
+class Signature:
+    status: str  # GOOD, BAD or UNKNOWN_KEY
+    # The signing key's primary fingerprint when GOOD; else the key ID or fingerprint the
+    # signature names, if any.
+    fingerprint: str | None
+    # True when the signature covers the whole text commands are read from, with nothing
+    # unsigned around it.
+    whole: bool
+    # True when GOOD and made by the key triaged holds for the From address.
+    by_sender: bool = False
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.status == GOOD:
+            whose = "the sender's key" if self.by_sender else "not a key of the sender"
+            text = f"good, by {self.fingerprint} ({whose})"
+        elif self.status == BAD:
+            text = "BAD" + (f": {self.detail}" if self.detail else "")
+        else:
+            text = "by an unknown key" + (f" ({self.fingerprint})" if self.fingerprint else "")
+        if not self.whole:
+            text += "; it covers only part of the message"
+        return text
+
+
+@dataclass(frozen=True)
+class OpenPGPStatus:
+    encrypted: bool  # the message, or its text, was encrypted
+    decrypted: bool  # ... and triaged could read it
+    problem: str | None  # why an encrypted message could not be read
+    signature: Signature | None
+
+    def describe(self) -> str:
+        parts = []
+        if self.encrypted:
+            parts.append("decrypted" if self.decrypted else f"NOT decrypted: {self.problem}")
+        if self.signature is not None:
+            parts.append(f"signature {self.signature.describe()}")
+        else:
+            parts.append("not signed")
+        return "; ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "encrypted": self.encrypted,
+            "decrypted": self.decrypted,
+            "problem": self.problem,
+            "signature": None,
+        }
+        if self.signature is not None:
+            sig = self.signature
+            data["signature"] = {
+                "status": sig.status,
+                "fingerprint": sig.fingerprint,
+                "whole": sig.whole,
+                "by_sender": sig.by_sender,
+                "detail": sig.detail,
+            }
+        return data
 
 
 @dataclass(frozen=True)
@@ -78,6 +154,9 @@ class ParsedMessage:
     # The first Return-Path: "" for the null path "<>", its address lowercased, else its
     # sanitized text; None when absent.
     return_path: str | None
+    # How the message was protected, set by intake after `triaged.mail.openpgp` opened it;
+    # None for mail that was neither encrypted nor signed (and always None from `parse`).
+    openpgp: OpenPGPStatus | None = None
 
 
 # --- making text safe -------------------------------------------------------------------------
