@@ -44,7 +44,7 @@ def keyring(tmp_dir: Path, people: People) -> Iterator[Keyring]:
     ring.load_secret(secret)
     (tmp_dir / "keys").mkdir()
     (tmp_dir / "keys" / "alice.asc").write_bytes(people.alice.public_key)
-    ring.load_public(["keys/*.asc"], tmp_dir)
+    ring.load_public([str(tmp_dir / "keys" / "*.asc")])
     try:
         yield ring
     finally:

@@ -208,6 +208,20 @@ class SecurityTxtConfig:
 
 
 @dataclass(frozen=True)
+class OpenPGPConfig:
+    """`[openpgp]`: the project's key and the maintainers' keys (see triaged/mail/openpgp.py)."""
+
+    home: Path  # triaged's own GnuPG home directory (0700)
+    secret_key_file: Path  # the project's armoured secret key
+    public_keys: tuple[str, ...] = ()  # files or globs of armoured public keys, absolute
+    encrypted_to_maintainers: str = "prefer"  # or "require"
+
+    @property
+    def require(self) -> bool:
+        return self.encrypted_to_maintainers == "require"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     project: ProjectConfig
@@ -224,6 +238,7 @@ class Config:
     package: PackageConfig = field(default_factory=PackageConfig)
     advisory: AdvisoryConfig = field(default_factory=AdvisoryConfig)
     security_txt: SecurityTxtConfig = field(default_factory=SecurityTxtConfig)
+    openpgp: OpenPGPConfig | None = None  # None: no [openpgp] section, OpenPGP is off
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
@@ -580,6 +595,8 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         canonical=tuple(s.convert("canonical", list, _https_list, [])),
     )
 
+    openpgp = _openpgp(loader, section("openpgp", required=False), database)
+
     s = section("templates", required=False)
     templates_dir = loader.file(s, "directory")
     if templates_dir is not None and not templates_dir.is_dir():
@@ -604,7 +621,31 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         package=package,
         advisory=advisory,
         security_txt=security_txt,
+        openpgp=openpgp,
         raw=data,
+    )
+
+
+def _openpgp(loader: _Loader, s: _Section, database: Path) -> OpenPGPConfig | None:
+    """`[openpgp]`; None when the section is absent. The key files are read at start (and by
+    `triaged check`), so that `triaged key generate` can write the one this names."""
+    if not s.data:
+        return None
+    secret = s.get("secret_key_file", str)
+    if not secret:
+        raise loader.error(s.key("secret_key_file"), "name the project's secret key file")
+    home = loader.file(s, "home") or database.parent / "gnupg"
+    patterns = s.strings("public_keys", [])
+    mode = s.get("encrypted_to_maintainers", str, "prefer")
+    if mode not in ("prefer", "require"):
+        raise loader.error(
+            s.key("encrypted_to_maintainers"), f'{mode!r}: use "prefer" or "require"'
+        )
+    return OpenPGPConfig(
+        home=home,
+        secret_key_file=loader.credential_path(secret),
+        public_keys=tuple(str(loader.resolve(p)) for p in patterns),
+        encrypted_to_maintainers=mode,
     )
 
 

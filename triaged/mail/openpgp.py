@@ -54,8 +54,8 @@ from typing import Any
 
 import gnupg
 
-from triaged.config import LimitsConfig
-from triaged.errors import UnsafeMessage
+from triaged.config import Config, LimitsConfig
+from triaged.errors import ConfigError, UnsafeMessage
 from triaged.message import (
     _HEADER_END,
     BAD,
@@ -240,14 +240,14 @@ class Keyring:
         self.project_fingerprint = key.fingerprint
         return key.fingerprint
 
-    def load_public(self, patterns: Sequence[str], base: Path) -> list[str]:
-        """Imports every armoured public key file the patterns name; returns the files."""
+    def load_public(self, patterns: Sequence[str]) -> list[str]:
+        """Imports every armoured public key file the (absolute) patterns name; returns the
+        files. A pattern without wildcards must name a file; a glob may match none."""
         files: list[str] = []
         for pattern in patterns:
-            full = pattern if os.path.isabs(pattern) else str(base / pattern)
-            matches = sorted(glob.glob(full))
-            if not matches and not glob.has_magic(full):
-                raise OpenPGPError(f"{full}: no such file")
+            matches = sorted(glob.glob(pattern))
+            if not matches and not glob.has_magic(pattern):
+                raise OpenPGPError(f"{pattern}: no such file")
             files += matches
         for name in files:
             try:
@@ -376,6 +376,34 @@ class Keyring:
     def close(self) -> None:
         """Stops the gpg-agent of this home (one runs per home directory)."""
         stop_agent(self.home)
+
+
+def open_keyring(config: Config) -> Keyring | None:
+    """The keyring of `[openpgp]` with its keys loaded, or None when OpenPGP is off; raises
+    ConfigError naming the key whose file is unusable."""
+    pgp = config.openpgp
+    if pgp is None:
+        return None
+    path = str(config.path)
+    maintainers = config.maintainers
+    protected = [*maintainers.members, *maintainers.notify]
+    if config.policy.escalate_to:
+        protected.append(config.policy.escalate_to)
+    try:
+        keyring = Keyring(pgp.home, config.project.address, protected)
+    except OpenPGPError as exc:
+        raise ConfigError(path, "openpgp.home", str(exc)) from None
+    try:
+        keyring.load_secret(pgp.secret_key_file)
+    except OpenPGPError as exc:
+        keyring.close()
+        raise ConfigError(path, "openpgp.secret_key_file", str(exc)) from None
+    try:
+        keyring.load_public(pgp.public_keys)
+    except OpenPGPError as exc:
+        keyring.close()
+        raise ConfigError(path, "openpgp.public_keys", str(exc)) from None
+    return keyring
 
 
 def stop_agent(home: Path) -> None:
