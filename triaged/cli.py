@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from triaged import __version__
-from triaged.config import Config, config_path, load
+from triaged.config import Config, OpenPGPConfig, config_path, load
 from triaged.errors import AlreadyRunning, ConfigError, MailboxError, TransportError
 from triaged.logs import setup_logging
 from triaged.store import Store, parse_ts
@@ -131,7 +131,24 @@ def check(ctx: click.Context) -> None:
         failed = True
     finally:
         transport.close()
+    if config.openpgp is not None:
+        failed = not _check_openpgp(config) or failed
     sys.exit(EXIT_UNREACHABLE if failed else 0)
+
+
+def _check_openpgp(config: Config) -> bool:
+    """Whether the project key loads and decrypts a self-test message (and the maintainers'
+    key files load), said in one line."""
+    from triaged.mail.openpgp import OpenPGPError, scratch_keyring
+
+    try:
+        with scratch_keyring(config) as keyring:
+            assert keyring is not None
+            click.echo(f"openpgp: ok ({keyring.self_test()})")
+    except (ConfigError, OpenPGPError) as exc:
+        click.echo(f"openpgp: FAILED: {exc}")
+        return False
+    return True
 
 
 @main.command()
@@ -360,12 +377,93 @@ def hall_of_fame(ctx: click.Context) -> None:
 def security_txt(ctx: click.Context) -> None:
     """The project's security.txt (RFC 9116) from [security_txt]; notes go to stderr.
 
+    With [openpgp] and no [security_txt] encryption, an Encryption: line names the project
+    key (openpgp4fpr:).
+
     Example: triaged security-txt > /var/www/.well-known/security.txt
     """
     from triaged import securitytxt
 
     config = _config(ctx)
     now = datetime.now(UTC)
-    click.echo(securitytxt.render(config, now), nl=False)
+    fingerprint = None
+    if config.openpgp is not None and not config.security_txt.encryption:
+        fingerprint, _ = _project_key(config)
+    click.echo(securitytxt.render(config, now, fingerprint), nl=False)
     for note in securitytxt.notes(config, now):
         click.echo(f"note: {note}", err=True)
+
+
+# --- the project's OpenPGP key -------------------------------------------------------------
+
+
+def _openpgp_config(config: Config) -> OpenPGPConfig:
+    if config.openpgp is None:
+        _fail(f"{config.path}: openpgp: no [openpgp] section: OpenPGP is off", EXIT_CONFIG)
+    return config.openpgp
+
+
+def _project_key(config: Config) -> tuple[str, str]:
+    """The project key, loaded in a scratch home: (its fingerprint, its public key)."""
+    from triaged.mail.openpgp import OpenPGPError, scratch_keyring
+
+    _openpgp_config(config)
+    try:
+        with scratch_keyring(config) as keyring:
+            assert keyring is not None
+            return keyring.project_fingerprint or "", keyring.export_public()
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except OpenPGPError as exc:
+        _fail(str(exc), 1)
+
+
+@main.group()
+def key() -> None:
+    """The project's OpenPGP key ([openpgp] secret_key_file).
+
+    Example: triaged key generate && triaged key export > project-key.asc
+    """
+
+
+@key.command("generate")
+@click.pass_context
+def key_generate(ctx: click.Context) -> None:
+    """Make a new project key (ed25519 / cv25519, the project address as user ID, no
+    passphrase) and write it, mode 0600, to [openpgp] secret_key_file; refused when that
+    file exists.
+
+    Example: triaged key generate
+    """
+    import os
+
+    from triaged.mail.openpgp import OpenPGPError, generate_key
+
+    config = _config(ctx)
+    target = _openpgp_config(config).secret_key_file
+    if target.exists():
+        _fail(f"{target} exists already; move it away first to make a new key", 1)
+    try:
+        armoured, fingerprint = generate_key(
+            f"{config.project.name} security", config.project.address
+        )
+    except OpenPGPError as exc:
+        _fail(str(exc), 1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(armoured)
+    click.echo(f"key {fingerprint} for {config.project.address} written to {target}")
+    click.echo("publish it: triaged key export > key.asc; restart (or reload) the daemon")
+
+
+@key.command("export")
+@click.pass_context
+def key_export(ctx: click.Context) -> None:
+    """Print the project's public key (ASCII armour), to publish it.
+
+    Example: triaged key export > /var/www/.well-known/security-key.asc
+    """
+    fingerprint, public_key = _project_key(_config(ctx))
+    click.echo(public_key, nl=False)
+    click.echo(f"fingerprint: {fingerprint}", err=True)

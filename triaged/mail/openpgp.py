@@ -46,7 +46,7 @@ import stat
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from email.message import Message
 from pathlib import Path
@@ -378,9 +378,10 @@ class Keyring:
         stop_agent(self.home)
 
 
-def open_keyring(config: Config) -> Keyring | None:
+def open_keyring(config: Config, home: Path | None = None) -> Keyring | None:
     """The keyring of `[openpgp]` with its keys loaded, or None when OpenPGP is off; raises
-    ConfigError naming the key whose file is unusable."""
+    ConfigError naming the key whose file is unusable. `home` replaces the configured home
+    (the command line uses a scratch one: see `scratch_keyring`)."""
     pgp = config.openpgp
     if pgp is None:
         return None
@@ -390,7 +391,7 @@ def open_keyring(config: Config) -> Keyring | None:
     if config.policy.escalate_to:
         protected.append(config.policy.escalate_to)
     try:
-        keyring = Keyring(pgp.home, config.project.address, protected)
+        keyring = Keyring(home or pgp.home, config.project.address, protected)
     except OpenPGPError as exc:
         raise ConfigError(path, "openpgp.home", str(exc)) from None
     try:
@@ -404,6 +405,23 @@ def open_keyring(config: Config) -> Keyring | None:
         keyring.close()
         raise ConfigError(path, "openpgp.public_keys", str(exc)) from None
     return keyring
+
+
+@contextlib.contextmanager
+def scratch_keyring(config: Config) -> Iterator[Keyring | None]:
+    """The configured keys loaded into a throwaway home, for the command line: run as another
+    user (root), gpg would leave files in the daemon's home that the daemon cannot write."""
+    home = Path(tempfile.mkdtemp(prefix="triaged-gpg-", dir="/tmp"))
+    try:
+        keyring = open_keyring(config, home)
+        try:
+            yield keyring
+        finally:
+            if keyring is not None:
+                keyring.close()
+    finally:
+        stop_agent(home)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def stop_agent(home: Path) -> None:
