@@ -119,7 +119,7 @@ def test_pgp_mime_encrypted_and_signed_with_the_reporters_key(
     assert status.signature.status == GOOD
     assert status.signature.fingerprint == reporter.fingerprint
     assert status.signature.by_sender and status.signature.whole
-    (key,) = opened.keys
+    (key,) = opened.msg.openpgp.keys
     assert key.imported and key.fingerprint == reporter.fingerprint
     assert keyring.key_for(reporter.address) == reporter.fingerprint
 
@@ -231,7 +231,7 @@ def test_key_naming_another_address_is_not_used(
     stranger = people.stranger
     entity = text_entity(REPORT, key=stranger.public_key)
     opened = read(keyring, limits, signed_mime(stranger, PROJECT, "Report", entity))
-    (key,) = opened.keys
+    (key,) = opened.msg.openpgp.keys
     assert not key.imported and "sender's address" in key.reason
     assert keyring.key_for(stranger.address) is None
     assert keyring.key_for("someone@else.example") is None
@@ -241,14 +241,14 @@ def test_key_for_a_maintainer_address_never_comes_from_mail(
     keyring: Keyring, limits: LimitsConfig, people: People
 ) -> None:
     raw = with_autocrypt(mail(sender="bob@example.org"), people.bob)
-    (key,) = read(keyring, limits, raw).keys
+    (key,) = read(keyring, limits, raw).msg.openpgp.keys
     assert not key.imported and "configuration" in key.reason
     assert keyring.key_for("bob@example.org") is None
 
 
 def test_autocrypt_header_key(keyring: Keyring, limits: LimitsConfig, people: People) -> None:
     raw = with_autocrypt(mail(sender=people.outsider.address), people.outsider)
-    (key,) = read(keyring, limits, raw).keys
+    (key,) = read(keyring, limits, raw).msg.openpgp.keys
     assert key.imported and key.source == "autocrypt"
     assert keyring.key_for(people.outsider.address) == people.outsider.fingerprint
 
@@ -263,11 +263,13 @@ def test_a_second_key_needs_the_first_ones_signature(
     try:
         keyring.offer(first.address, first.public_key, "attachment")
         unsigned = with_autocrypt(mail(sender=first.address), second)
-        (key,) = read(keyring, limits, unsigned).keys
+        (key,) = read(keyring, limits, unsigned).msg.openpgp.keys
         assert not key.imported and "already known" in key.reason
         assert keyring.key_for(first.address) == first.fingerprint
         entity = text_entity("my new key\n", key=second.public_key)
-        (key,) = read(keyring, limits, signed_mime(first, PROJECT, "new key", entity)).keys
+        (key,) = read(
+            keyring, limits, signed_mime(first, PROJECT, "new key", entity)
+        ).msg.openpgp.keys
         assert key.imported and key.reason == "replaced"
         assert keyring.key_for(first.address) == second.fingerprint
     finally:

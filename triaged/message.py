@@ -94,11 +94,23 @@ class Signature:
 
 
 @dataclass(frozen=True)
+class KeyOutcome:
+    """What became of a key a message carried, for the sender's address."""
+
+    address: str
+    source: str  # "attachment" or "autocrypt"
+    fingerprint: str | None
+    imported: bool
+    reason: str  # why not, or "new" / "replaced" / "already known"
+
+
+@dataclass(frozen=True)
 class OpenPGPStatus:
     encrypted: bool  # the message, or its text, was encrypted
     decrypted: bool  # ... and triaged could read it
     problem: str | None  # why an encrypted message could not be read
     signature: Signature | None
+    keys: tuple[KeyOutcome, ...] = ()  # the keys it carried for its sender, and their fate
 
     def describe(self) -> str:
         parts = []
@@ -106,8 +118,13 @@ class OpenPGPStatus:
             parts.append("decrypted" if self.decrypted else f"NOT decrypted: {self.problem}")
         if self.signature is not None:
             parts.append(f"signature {self.signature.describe()}")
-        else:
+        elif self.encrypted:
             parts.append("not signed")
+        for key in self.keys:
+            if key.imported:
+                parts.append(f"key {key.fingerprint} ({key.source}) taken for {key.address}")
+            elif key.reason != "already known":
+                parts.append(f"key ({key.source}) not taken: {key.reason}")
         return "; ".join(parts)
 
     def as_json(self) -> dict[str, Any]:
@@ -126,6 +143,16 @@ class OpenPGPStatus:
                 "by_sender": sig.by_sender,
                 "detail": sig.detail,
             }
+        data["keys"] = [
+            {
+                "address": k.address,
+                "source": k.source,
+                "fingerprint": k.fingerprint,
+                "imported": k.imported,
+                "reason": k.reason,
+            }
+            for k in self.keys
+        ]
         return data
 
 

@@ -61,6 +61,7 @@ from triaged.message import (
     BAD,
     GOOD,
     UNKNOWN_KEY,
+    KeyOutcome,
     OpenPGPStatus,
     ParsedMessage,
     Signature,
@@ -105,21 +106,9 @@ _UID_ADDRESS = re.compile(r"<([^<>\s]+@[^<>\s]+)>\s*$")
 
 
 @dataclass(frozen=True)
-class KeyOutcome:
-    """What became of a key a message carried, for the sender's address."""
-
-    address: str
-    source: str  # "attachment" or "autocrypt"
-    fingerprint: str | None
-    imported: bool
-    reason: str  # why not, or "new" / "replaced" / "already known"
-
-
-@dataclass(frozen=True)
 class Opened:
     msg: ParsedMessage  # the message as triaged reads it: decrypted, the signed text
     status: OpenPGPStatus | None  # None: neither encrypted nor signed
-    keys: tuple[KeyOutcome, ...] = ()
 
 
 # --- the keyring ------------------------------------------------------------------------------
@@ -736,7 +725,10 @@ class Reader:
             if sig.status == UNKNOWN_KEY and any(k.imported for k in keys):
                 # The key came with the message it signed: look again now that it is known.
                 opened, _ = self._open(raw, msg, root)
-        return replace(opened, keys=tuple(keys), msg=_mark(opened, self.keyring))
+        status = opened.status or OpenPGPStatus(False, False, None, None)
+        if keys or opened.status is not None:
+            opened = replace(opened, status=replace(status, keys=tuple(keys)))
+        return replace(opened, msg=_mark(opened, self.keyring))
 
     def _open(self, raw: bytes, msg: ParsedMessage, root: Message) -> tuple[Opened, list[bytes]]:
         ctype, params = _content(root)
