@@ -215,9 +215,9 @@ def _exists(account: Any) -> int:
 def delivery(sink: BenchSink, db: Path, work: Path, n: int) -> dict[str, Any]:
     """The first n outbox rows of the ingest run: a bare smtplib loop, then the OutboxRunner."""
     from triaged.config import load
-    from triaged.outbox import OutboxRunner
-    from triaged.store import Store
-    from triaged.transport import SmtpTransport
+    from triaged.mail.transport import SmtpTransport
+    from triaged.service.outbox import OutboxRunner
+    from triaged.store.db import Store
 
     directory = work / "delivery"
     directory.mkdir(parents=True, exist_ok=True)

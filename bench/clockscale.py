@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from triaged import digest
-from triaged.clocks import ClockRunner
+from triaged.clocks.runner import ClockRunner
 from triaged.config import load
-from triaged.store import Store, ts
+from triaged.core.timefmt import ts
+from triaged.store.db import Store
 
 # The reports came in over two years before NOW; the open ones in the last 60 days.
 NOW = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)

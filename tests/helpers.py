@@ -18,13 +18,13 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
-from triaged import auth
-from triaged.clocks import ClockRunner
+from triaged.clocks.runner import ClockRunner
 from triaged.config import Config, load
-from triaged.ids import tag
-from triaged.intake import IntakeRunner
-from triaged.mailbox import open_mailbox
-from triaged.store import Store
+from triaged.core.ids import tag
+from triaged.intake.runner import IntakeRunner
+from triaged.mail import auth
+from triaged.mail.mailbox import open_mailbox
+from triaged.store.db import Store
 
 PROJECT = "security@example.org"
 MAINTAINERS = ["alice@example.org", "bob@example.org"]
@@ -240,11 +240,11 @@ class Harness:
     """The runners in-process against the real servers, one pass at a time."""
 
     def __init__(self, config: Config) -> None:
-        from triaged.intake import IntakeRunner
-        from triaged.mailbox import open_mailbox
-        from triaged.outbox import OutboxRunner
-        from triaged.store import Store
-        from triaged.transport import open_transport
+        from triaged.intake.runner import IntakeRunner
+        from triaged.mail.mailbox import open_mailbox
+        from triaged.mail.transport import open_transport
+        from triaged.service.outbox import OutboxRunner
+        from triaged.store.db import Store
 
         self.config = config
         self.store = Store(config.database)

@@ -35,7 +35,7 @@ from aiosmtpd.controller import Controller
 from imapclient import IMAPClient
 
 from triaged.config import MailboxConfig, Secret, parse_url
-from triaged.durations import parse_duration
+from triaged.core.durations import parse_duration
 
 DOVECOT = os.environ.get("TRIAGED_TEST_DOVECOT", "/usr/sbin/dovecot")
 LOOPBACK = "127.0.0.1"

@@ -15,14 +15,15 @@ from helpers import MAINTAINERS, Harness, base_sections, imap_config, mail, writ
 from jsonschema import Draft202012Validator, FormatChecker
 from servers import Captured, ImapAccount, SmtpSink
 
-from triaged import halloffame
-from triaged.advisory import draft
 from triaged.cli import main
 from triaged.config import Config, load
+from triaged.core.ids import find_tag, tag
+from triaged.core.timefmt import ts
+from triaged.core.versions import Range, parse_range, touches_only_unsupported
+from triaged.disclosure import halloffame
+from triaged.disclosure.advisory import draft
 from triaged.errors import ConfigError
-from triaged.ids import find_tag, tag
-from triaged.store import Store, ts
-from triaged.versions import Range, parse_range, touches_only_unsupported
+from triaged.store.db import Store
 
 SCHEMA = Path(__file__).parent / "data" / "osv-schema.json"
 NOW = datetime(2026, 11, 22, 9, 30, tzinfo=UTC)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from triaged.auth import (
+from triaged.errors import ConfigError
+from triaged.mail.auth import (
     TOKEN_LENGTH,
     Verdict,
     dmarc_proof,
@@ -22,7 +23,6 @@ from triaged.auth import (
     token_proof,
     verify,
 )
-from triaged.errors import ConfigError
 
 KEY = bytes(range(32))
 PROJECT = "security@example.org"
@@ -113,7 +113,7 @@ def test_unreadable_key_file(tmp_dir: Path) -> None:
     # Root reads any file: try as an unprivileged user, as the service would run.
     code = (
         "from pathlib import Path\n"
-        "from triaged.auth import load_or_create_key\n"
+        "from triaged.mail.auth import load_or_create_key\n"
         "from triaged.errors import ConfigError\n"
         "try:\n"
         f"    load_or_create_key(Path({str(path)!r}))\n"

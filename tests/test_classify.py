@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from triaged.classify import (
+from triaged.intake.classify import (
     AUTOMATIC,
     FOLLOWUP,
     LOOP,
@@ -17,7 +17,7 @@ from triaged.classify import (
     Thread,
     classify,
 )
-from triaged.message import ParsedMessage
+from triaged.mail.parse import ParsedMessage
 
 CTX = Context("security@example.org", frozenset({"alice@example.org"}))
 THREAD = Thread("abcd2345", {"jane@outside.example": "reporter", "up@example.net": "cc"}, "tag")

@@ -121,7 +121,7 @@ def test_embedded_default_triages_the_sample_reports(tmp_path: Path) -> None:
 
 def test_demo_config_is_the_embedded_default(tmp_path: Path) -> None:
     from triaged.config import load
-    from triaged.demo import prepare
+    from triaged.service.demo import prepare
 
     config_file, fed = prepare(tmp_path / "d")
     assert fed == 3

@@ -27,11 +27,11 @@ from helpers import (
 )
 from servers import ImapAccount, SmtpSink
 
-from triaged import auth
-from triaged.clocks import ClockRunner
-from triaged.daemon import Daemon
-from triaged.ids import find_tag
-from triaged.store import parse_ts
+from triaged.clocks.runner import ClockRunner
+from triaged.core.ids import find_tag
+from triaged.core.timefmt import parse_ts
+from triaged.mail import auth
+from triaged.service.daemon import Daemon
 
 ALICE, BOB = MAINTAINERS
 ESCALATION = "cto@example.org"

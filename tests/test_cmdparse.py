@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from triaged.cmdparse import MAX_LINE, CommandLine, Commands, extract
+from triaged.commands.parse import MAX_LINE, CommandLine, Commands, extract
 
 
 def names(commands: Commands) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,8 @@ import pytest
 from helpers import MAINTAINERS, PROJECT, Harness, imap_config, mail, make_config
 from servers import Captured, ImapAccount, SmtpSink
 
-from triaged.commands import COMMANDS
-from triaged.ids import find_tag, tag
+from triaged.commands.base import COMMANDS, HELP_ORDER
+from triaged.core.ids import find_tag, tag
 
 REPORTER = "reporter@outside.example"
 ALICE, BOB = MAINTAINERS
@@ -341,6 +342,15 @@ def test_help_lists_every_command(desk: Desk) -> None:
         assert f"/{name}" in body
 
 
+def test_help_lists_the_commands_in_the_order_of_the_readme_table(desk: Desk) -> None:
+    assert set(HELP_ORDER) == set(COMMANDS), "a registered command has no place in HELP_ORDER"
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = re.findall(r"^\| `/([a-z-]+)", readme, re.M)
+    body = _to(desk.send("/help\n"), ALICE)[0].msg.get_content()
+    listed = re.findall(r"^ +/([a-z-]+)", body, re.M)
+    assert listed == table == list(HELP_ORDER)
+
+
 def test_status_summarises_the_report(desk: Desk) -> None:
     desk.send("/severity high\n/cve CVE-2026-0001\n")
     body = _to(desk.send("/status\n"), ALICE)[0].msg.get_content()
@@ -356,7 +366,7 @@ def test_every_command_is_documented_in_the_readme() -> None:
 
 def test_auth_key_file_is_private(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    from triaged.auth import load_or_create_key
+    from triaged.mail.auth import load_or_create_key
 
     load_or_create_key(config.auth.key_file)
     assert config.auth.key_file.stat().st_mode & 0o777 == 0o600

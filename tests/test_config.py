@@ -11,7 +11,7 @@ from helpers import base_sections, config_text, write_config
 
 from triaged.cli import main
 from triaged.config import load, parse_url
-from triaged.durations import Duration
+from triaged.core.durations import Duration
 from triaged.errors import ConfigError
 
 

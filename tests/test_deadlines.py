@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from triaged.deadlines import (
+from triaged.clocks.engine import (
     Clock,
     ClockPolicy,
     Happening,
@@ -19,8 +19,9 @@ from triaged.deadlines import (
     notices_due,
     parse_happenings,
 )
-from triaged.durations import Calendar, Duration, parse_duration
-from triaged.store import Store, ts
+from triaged.core.durations import Calendar, Duration, parse_duration
+from triaged.core.timefmt import ts
+from triaged.store.db import Store
 
 PARIS = ZoneInfo("Europe/Paris")
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # a Monday

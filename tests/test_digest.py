@@ -15,9 +15,10 @@ import pytest
 from helpers import base_sections, write_config
 
 from triaged import digest
-from triaged.compose import Composer
 from triaged.config import Config, load
-from triaged.store import Store, ts
+from triaged.core.timefmt import ts
+from triaged.mail.compose import Composer
+from triaged.store.db import Store
 
 ROOT = Path(__file__).parent.parent
 # A Monday; the week is (23 Feb 09:00, now], the 90 days (2 Dec 2025 09:00, now].

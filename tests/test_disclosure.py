@@ -28,10 +28,7 @@ from helpers import (
 )
 from servers import Captured, ImapAccount, SmtpSink
 
-from triaged import auth
-from triaged.clocks import ClockRunner
-from triaged.config import Config, load
-from triaged.deadlines import (
+from triaged.clocks.engine import (
     ClockPolicy,
     Happening,
     clocks,
@@ -39,14 +36,18 @@ from triaged.deadlines import (
     notices_due,
     parse_happenings,
 )
-from triaged.disclosure import embargo_end, first_allowed_date, parse_request, window
-from triaged.durations import Calendar, parse_duration, parse_offset
-from triaged.ids import find_tag, tag
-from triaged.intake import IntakeRunner
-from triaged.mailbox import open_mailbox
-from triaged.outbox import OutboxRunner
-from triaged.store import Store, parse_ts, ts
-from triaged.transport import open_transport
+from triaged.clocks.runner import ClockRunner
+from triaged.config import Config, load
+from triaged.core.durations import Calendar, parse_duration, parse_offset
+from triaged.core.ids import find_tag, tag
+from triaged.core.timefmt import parse_ts, ts
+from triaged.disclosure.embargo import embargo_end, first_allowed_date, parse_request, window
+from triaged.intake.runner import IntakeRunner
+from triaged.mail import auth
+from triaged.mail.mailbox import open_mailbox
+from triaged.mail.transport import open_transport
+from triaged.service.outbox import OutboxRunner
+from triaged.store.db import Store
 
 PRESETS = Path(__file__).resolve().parent.parent / "examples" / "policies"
 PARIS = ZoneInfo("Europe/Paris")
@@ -878,7 +879,7 @@ def test_pynomaly_business_days_critical_fix_and_a_credited_handle(
 def test_the_reporter_templates_name_the_reporter_only_when_they_chose_a_name(
     tmp_path: Path,
 ) -> None:
-    from triaged.compose import Composer
+    from triaged.mail.compose import Composer
 
     composer = Composer(_policy_config(tmp_path))
     credits = {

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from triaged.durations import Calendar, Duration, add, parse_duration
+from triaged.core.durations import Calendar, Duration, add, parse_duration
 
 PARIS = ZoneInfo("Europe/Paris")
 

@@ -10,8 +10,14 @@ import pytest
 from servers import DovecotServer, ImapAccount, mailbox_config
 
 from triaged.errors import MailboxError
-from triaged.imap import PROCESSED_KEYWORD, QUARANTINE_KEYWORD, ImapMailbox, _message_set
-from triaged.mailbox import Envelope, open_mailbox
+from triaged.mail.mailbox import open_mailbox
+from triaged.mail.mailbox.base import Envelope
+from triaged.mail.mailbox.imap import (
+    PROCESSED_KEYWORD,
+    QUARANTINE_KEYWORD,
+    ImapMailbox,
+    _message_set,
+)
 
 # Without MOVE and IDLE: the fallbacks (keywords instead of folders, polling instead of IDLE).
 BASIC_CAPABILITIES = "IMAP4rev1 LITERAL+ SASL-IR LOGIN-REFERRALS ID ENABLE UIDPLUS"

@@ -15,7 +15,7 @@ from helpers import MAINTAINERS, PROJECT, Harness, imap_config, mail
 from servers import Captured, ImapAccount, SmtpSink
 
 from triaged.cli import main
-from triaged.ids import find_tag, tag
+from triaged.core.ids import find_tag, tag
 
 REPORTER = "reporter@outside.example"
 

@@ -27,10 +27,10 @@ from servers import BlackHoleProxy, Captured, DovecotServer, ImapAccount, SmtpSi
 from test_service import NotifySocket
 
 from triaged.config import Config, LivenessConfig, load
-from triaged.durations import Duration
+from triaged.core.durations import Duration
 from triaged.errors import ConfigError
-from triaged.liveness import MAILBOX, SMTP, Liveness
-from triaged.store import Store
+from triaged.service.liveness import MAILBOX, SMTP, Liveness
+from triaged.store.db import Store
 
 T0 = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
 MAILBOX_ALERT = "Alert: the security mailbox cannot be read"

@@ -1,4 +1,4 @@
-"""triaged.message: hostile bytes in, safe fields out, and nothing but UnsafeMessage raised."""
+"""triaged.mail.parse: hostile bytes in, safe fields out, and nothing but UnsafeMessage raised."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import triaged.message as message_module
+import triaged.mail.parse as message_module
 from triaged.config import LimitsConfig
 from triaged.errors import UnsafeMessage
-from triaged.message import Attachment, ParsedMessage, clean_header_text, parse
+from triaged.mail.parse import Attachment, ParsedMessage, clean_header_text, parse
 
 CORPUS = Path(__file__).parent / "corpus"
 

@@ -26,7 +26,7 @@ from pgp import (
 from triaged.config import LimitsConfig
 from triaged.mail import openpgp
 from triaged.mail.openpgp import Keyring, Reader
-from triaged.message import BAD, GOOD, UNKNOWN_KEY, parse
+from triaged.mail.parse import BAD, GOOD, UNKNOWN_KEY, parse
 
 REPORT = "The importer follows ../ in archive paths.\nSteps: unpack evil.tar.\n"
 
@@ -282,7 +282,7 @@ def test_a_second_key_needs_the_first_ones_signature(
 def test_sealed_mail_decrypts_for_the_recipient_with_protected_headers(
     tmp_dir: Path, keyring: Keyring, people: People
 ) -> None:
-    from triaged.compose import Composer
+    from triaged.mail.compose import Composer
 
     composer = Composer(make_config(tmp_dir / "c"))
     out = composer.build(

@@ -11,11 +11,11 @@ import pytest
 from helpers import make_config
 from servers import SmtpSink
 
-from triaged.compose import Composer
 from triaged.config import Config
-from triaged.outbox import OutboxRunner, enqueue
-from triaged.store import Store
-from triaged.transport import SmtpTransport
+from triaged.mail.compose import Composer
+from triaged.mail.transport import SmtpTransport
+from triaged.service.outbox import OutboxRunner, enqueue
+from triaged.store.db import Store
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -73,7 +73,7 @@ def test_server_down_then_back_delivers_exactly_once_with_the_same_message_id(
     config, store, runner = setup
     smtp_sink.stop()
     ids = _queue(config, store, 2)
-    with caplog.at_level(logging.INFO, logger="triaged.outbox"):
+    with caplog.at_level(logging.INFO, logger="triaged.service.outbox"):
         now = T0
         for _ in range(4):
             assert runner.run_once(now) == 0
@@ -97,7 +97,7 @@ def test_permanent_refusal_is_held_and_logged(
     config, store, runner = setup
     smtp_sink.fail_with = (550, "no such user")
     _queue(config, store, 1)
-    with caplog.at_level(logging.ERROR, logger="triaged.outbox"):
+    with caplog.at_level(logging.ERROR, logger="triaged.service.outbox"):
         assert runner.run_once(T0) == 0
     assert _states(store) == ["held"]
     row = store.one("SELECT last_error FROM outbox")

@@ -20,7 +20,7 @@ import pytest
 from helpers import REPORTER, ClockDesk, config_text
 
 from triaged.config import load
-from triaged.durations import Duration
+from triaged.core.durations import Duration
 
 PRESETS = Path(__file__).resolve().parent.parent / "examples" / "policies"
 H = timedelta(hours=1)

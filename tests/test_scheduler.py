@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 from apscheduler.triggers.cron import CronTrigger
 from helpers import base_sections, make_config
 
-from triaged.scheduler import Scheduler, digest_slot
-from triaged.store import Store
+from triaged.service.scheduler import Scheduler, digest_slot
+from triaged.store.db import Store
 
 PARIS = ZoneInfo("Europe/Paris")
 # Mondays at 09:00, Paris time.

@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from helpers import base_sections, write_config
 
-from triaged import securitytxt
 from triaged.cli import main
-from triaged.compose import Composer
 from triaged.config import Config, load
+from triaged.disclosure import securitytxt
 from triaged.errors import ConfigError
-from triaged.store import Store
+from triaged.mail.compose import Composer
+from triaged.store.db import Store
 
 NOW = datetime(2026, 11, 22, 9, 30, 15, 123456, tzinfo=UTC)
 TEAM = "security-team@example.org"

@@ -170,7 +170,12 @@ def test_sigterm_in_the_middle_of_a_batch_loses_nothing(
     db = config.database
     with DaemonProcess(config.path, tmp_dir / "d1.log") as first:
         wait_until(lambda: count_rows(db, "SELECT COUNT(*) FROM messages") >= 3, what="ingest")
+        # Frozen while the signal arrives, so the daemon cannot finish the whole inbox first
+        # (on a fast machine it used to, and the test then proved nothing).
+        os.kill(first.pid, signal.SIGSTOP)
         started = time.monotonic()
+        os.kill(first.pid, signal.SIGTERM)
+        os.kill(first.pid, signal.SIGCONT)
         assert first.stop(timeout=30) == 0
         assert time.monotonic() - started < 30  # the unit's TimeoutStopSec
     stored = count_rows(db, "SELECT COUNT(*) FROM messages")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from triaged.store import MIGRATIONS, Store
+from triaged.store.db import MIGRATIONS, Store
 
 
 def _tables(path: Path) -> set[str]:

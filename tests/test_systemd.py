@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from triaged.backup import BackupError, backup
-from triaged.errors import AlreadyRunning, TriagedError
-from triaged.lock import InstanceLock
-from triaged.sdnotify import Notifier, watchdog_interval
-from triaged.store import Store
+from triaged.errors import AlreadyRunning, BackupError, TriagedError
+from triaged.service.backup import backup
+from triaged.service.lock import InstanceLock
+from triaged.service.sdnotify import Notifier, watchdog_interval
+from triaged.store.db import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "triaged.service"
@@ -135,10 +135,11 @@ MDWE_PROBE = """
         pass
     import ssl, smtplib, imaplib, jinja2, imapclient, sqlite_utils, click
     import apscheduler.schedulers.background
-    import triaged.cli, triaged.daemon, triaged.compose, triaged.intake, triaged.outbox
+    import triaged.cli, triaged.service.daemon, triaged.mail.compose, triaged.intake.runner
+    import triaged.service.outbox
     from pathlib import Path
-    from triaged.backup import backup
-    from triaged.store import Store
+    from triaged.service.backup import backup
+    from triaged.store.db import Store
     base = Path(sys.argv[1])
     store = Store(base / "db.sqlite")
     store.conn.execute("CREATE TABLE t (x)")
@@ -227,7 +228,7 @@ def test_notify_from_a_subprocess_comes_from_its_pid(notify_socket: socket.socke
     proc = _python(
         """
         import sys
-        from triaged.sdnotify import Notifier
+        from triaged.service.sdnotify import Notifier
         notifier = Notifier()
         sys.exit(0 if notifier.notify("READY=1", "STATUS=child") else 1)
         """
@@ -250,12 +251,12 @@ def test_notify_is_a_noop_outside_systemd(monkeypatch: pytest.MonkeyPatch) -> No
 def test_notify_failure_never_raises_and_logs_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="triaged.sdnotify")
+    caplog.set_level(logging.DEBUG, logger="triaged.service.sdnotify")
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone")})
     assert notifier.notify("READY=1") is False
     assert notifier.notify("WATCHDOG=1") is False
     assert notifier.notify("STATUS=\udcff") is False  # not encodable: still no exception
-    records = [r for r in caplog.records if r.name == "triaged.sdnotify"]
+    records = [r for r in caplog.records if r.name == "triaged.service.sdnotify"]
     assert len(records) == 1 and records[0].levelno == logging.DEBUG
 
 
@@ -280,7 +281,7 @@ def test_lock_refuses_a_second_holder_in_another_process(tmp_path: Path) -> None
     holder = _python(
         """
         import sys
-        from triaged.lock import InstanceLock
+        from triaged.service.lock import InstanceLock
         lock = InstanceLock(sys.argv[1])
         lock.acquire()
         print("locked", flush=True)
@@ -327,7 +328,7 @@ def test_lock_in_one_process_and_release(tmp_path: Path) -> None:
 
 WRITER = """
     import sys
-    from triaged.store import Store
+    from triaged.store.db import Store
     store = Store(sys.argv[1])
     n = store.one("SELECT coalesce(max(n), 0) FROM ticks")[0]
     while n < 1_000_000:

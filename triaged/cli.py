@@ -16,10 +16,19 @@ import click
 
 from triaged import __version__
 from triaged.config import Config, OpenPGPConfig, config_path, load
-from triaged.errors import AlreadyRunning, ConfigError, MailboxError, TransportError
+from triaged.core.timefmt import parse_ts
+from triaged.errors import (
+    AlreadyRunning,
+    BackupError,
+    ConfigError,
+    MailboxError,
+    TransportError,
+)
 from triaged.logs import setup_logging
-from triaged.store import Store, parse_ts
+from triaged.store.db import Store
 from triaged.views import deadline_list, report_detail, report_list
+
+log = logging.getLogger(__name__)
 
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 1
@@ -66,17 +75,17 @@ def main(ctx: click.Context, config: str | None, log_format: str, verbose: bool)
 
 
 def _run_daemon(config: Config, on_intake: Any = None) -> None:
-    from triaged.daemon import Daemon
+    from triaged.service.daemon import Daemon
 
     daemon = Daemon(config)
     daemon.on_intake = on_intake
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger("triaged.daemon").info("signal %d: stopping", signum)
+        log.info("signal %d: stopping", signum)
         daemon.request_stop()
 
     def reload(signum: int, frame: FrameType | None) -> None:
-        logging.getLogger("triaged.daemon").info("SIGHUP: reloading the configuration")
+        log.info("SIGHUP: reloading the configuration")
         daemon.request_reload()
 
     signal.signal(signal.SIGTERM, stop)
@@ -107,8 +116,8 @@ def check(ctx: click.Context) -> None:
 
     Example: triaged --config /etc/triaged/config.toml check
     """
-    from triaged.mailbox import open_mailbox
-    from triaged.transport import open_transport
+    from triaged.mail.mailbox import open_mailbox
+    from triaged.mail.transport import open_transport
 
     config = _config(ctx)
     click.echo(f"config: ok ({config.path})")
@@ -213,7 +222,7 @@ def deadlines(ctx: click.Context, as_json: bool) -> None:
 
     Example: triaged deadlines --json
     """
-    from triaged.durations import span
+    from triaged.core.durations import span
 
     config = _config(ctx)
     store = Store(config.database)
@@ -247,8 +256,8 @@ def digest(ctx: click.Context, to_stdout: bool) -> None:
     Example: triaged digest --print
     """
     from triaged import digest as digests
-    from triaged.compose import Composer
-    from triaged.outbox import enqueue
+    from triaged.mail.compose import Composer
+    from triaged.service.outbox import enqueue
 
     config = _config(ctx)
     store = Store(config.database)
@@ -273,8 +282,7 @@ def backup(ctx: click.Context, target: Path, overwrite: bool) -> None:
 
     Example: triaged backup /var/backups/triaged-$(date +%F).db
     """
-    from triaged.backup import BackupError
-    from triaged.backup import backup as copy_database
+    from triaged.service.backup import backup as copy_database
 
     config = _config(ctx)
     try:
@@ -298,7 +306,7 @@ def demo(directory: Path) -> None:
 
     Example: triaged demo --dir /tmp/triaged-demo
     """
-    from triaged.demo import prepare, summarize
+    from triaged.service.demo import prepare, summarize
 
     config_file, fed = prepare(directory)
     config = load(config_file)
@@ -340,7 +348,7 @@ def advisory(ctx: click.Context, report_id: str, fmt: str, output: Path | None) 
 
     Example: triaged advisory k7f3q9xm --format osv --output advisory.json
     """
-    from triaged.advisory import draft
+    from triaged.disclosure.advisory import draft
 
     config = _config(ctx)
     store = Store(config.database)
@@ -365,7 +373,7 @@ def hall_of_fame(ctx: click.Context) -> None:
 
     Example: triaged hall-of-fame > hall-of-fame.md
     """
-    from triaged import halloffame
+    from triaged.disclosure import halloffame
 
     config = _config(ctx)
     store = Store(config.database)
@@ -382,7 +390,7 @@ def security_txt(ctx: click.Context) -> None:
 
     Example: triaged security-txt > /var/www/.well-known/security.txt
     """
-    from triaged import securitytxt
+    from triaged.disclosure import securitytxt
 
     config = _config(ctx)
     now = datetime.now(UTC)

@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from triaged.durations import Calendar, Duration, Share, parse_duration, parse_offset
+from triaged.core.durations import Calendar, Duration, Share, parse_duration, parse_offset
+from triaged.core.versions import check_line
 from triaged.errors import ConfigError
 
 DEFAULT_PATH = "/etc/triaged/config.toml"
@@ -181,7 +182,7 @@ class PackageConfig:
     name: str = ""  # "" = the project's name
     ecosystem: str | None = None  # an OSV ecosystem: PyPI, npm, crates.io, Go, Maven...
     repository: str | None = None
-    # The version lines that get security fixes: "1.0.x", "2.x", ">=2.0" (see versions.py).
+    # The version lines that get security fixes: "1.0.x", "2.x", ">=2.0" (see core/versions.py).
     supported: tuple[str, ...] = ()
 
 
@@ -239,7 +240,6 @@ class Config:
     advisory: AdvisoryConfig = field(default_factory=AdvisoryConfig)
     security_txt: SecurityTxtConfig = field(default_factory=SecurityTxtConfig)
     openpgp: OpenPGPConfig | None = None  # None: no [openpgp] section, OpenPGP is off
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
 
 _REQUIRED: Any = object()
@@ -447,6 +447,7 @@ def load(path: str | os.PathLike[str]) -> Config:
 
 
 def _build(loader: _Loader, data: dict[str, Any]) -> Config:
+    """Builds the Config, one builder per section; every key of the file must be used."""
     top = _Section(loader, "", data)
     sections: list[_Section] = []
 
@@ -456,19 +457,49 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         sections.append(sec)
         return sec
 
-    s = section("project")
-    project = ProjectConfig(
+    project = _project(section("project"))
+    database = loader.resolve(section("database").get("path", str, "/var/lib/triaged/triaged.db"))
+    policy_section = section("policy", required=False)
+    resolve_section = policy_section.sub("resolve")
+    sections.append(resolve_section)
+    config = Config(
+        path=loader.path,
+        project=project,
+        mailbox=_mailbox(section("mailbox")),
+        smtp=_smtp(section("smtp")),
+        database=database,
+        maintainers=_maintainers(section("maintainers")),
+        policy=_policy(policy_section, resolve_section, project),
+        limits=_limits(section("limits", required=False)),
+        auth=_auth(section("auth", required=False), database),
+        templates_dir=_templates_dir(section("templates", required=False)),
+        digest=_digest(section("digest", required=False)),
+        liveness=_liveness(section("liveness", required=False)),
+        package=_package(section("package", required=False), project),
+        advisory=_advisory(section("advisory", required=False)),
+        security_txt=_security_txt(section("security_txt", required=False)),
+        openpgp=_openpgp(section("openpgp", required=False), database),
+    )
+    for sec in sections:
+        sec.done()
+    top.done()
+    return config
+
+
+def _project(s: _Section) -> ProjectConfig:
+    return ProjectConfig(
         name=s.get("name", str),
         address=s.convert("address", str, _address),
         timezone=s.convert("timezone", str, _timezone, "UTC"),
     )
 
-    s = section("mailbox")
-    endpoint = loader.endpoint(s, "url", "mailbox")
-    mailbox = MailboxConfig(
+
+def _mailbox(s: _Section) -> MailboxConfig:
+    endpoint = s.loader.endpoint(s, "url", "mailbox")
+    return MailboxConfig(
         endpoint=endpoint,
-        password=loader.secret(s, "password_file", required=not endpoint.is_maildir),
-        ca_file=loader.file(s, "ca_file"),
+        password=s.loader.secret(s, "password_file", required=not endpoint.is_maildir),
+        ca_file=s.loader.file(s, "ca_file"),
         processed_folder=s.get("processed_folder", str, "triaged-processed"),
         quarantine_folder=s.get("quarantine_folder", str, "triaged-quarantine"),
         poll_interval=_dur(s, "poll_interval", "60s"),
@@ -477,34 +508,33 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         batch_size=s.convert("batch_size", int, _positive, 50),
     )
 
-    s = section("smtp")
+
+def _smtp(s: _Section) -> SmtpConfig:
     smtp = SmtpConfig(
-        endpoint=loader.endpoint(s, "url", "smtp"),
-        password=loader.secret(s, "password_file", required=False),
-        ca_file=loader.file(s, "ca_file"),
+        endpoint=s.loader.endpoint(s, "url", "smtp"),
+        password=s.loader.secret(s, "password_file", required=False),
+        ca_file=s.loader.file(s, "ca_file"),
         timeout=_dur(s, "timeout", "30s"),
         retry_initial=_dur(s, "retry_initial", "30s"),
         retry_max=_dur(s, "retry_max", "1h"),
         give_up_after=_dur(s, "give_up_after", "3d"),
     )
     if smtp.password and not smtp.endpoint.username and not smtp.endpoint.is_maildir:
-        raise loader.error("smtp.url", "a password_file is set but the URL has no user name")
+        raise s.loader.error("smtp.url", "a password_file is set but the URL has no user name")
+    return smtp
 
-    s = section("database")
-    database = loader.resolve(s.get("path", str, "/var/lib/triaged/triaged.db"))
 
-    s = section("maintainers")
+def _maintainers(s: _Section) -> MaintainersConfig:
     members = tuple(s.convert("members", list, lambda v: [_address(x) for x in v]))
     if not members:
-        raise loader.error("maintainers.members", "list at least one maintainer")
-    maintainers = MaintainersConfig(members, s.convert("team", str, _address, None))
+        raise s.loader.error("maintainers.members", "list at least one maintainer")
+    return MaintainersConfig(members, s.convert("team", str, _address, None))
 
-    s = section("policy", required=False)
-    resolve_sec = s.sub("resolve")
-    sections.append(resolve_sec)
+
+def _policy(s: _Section, resolve_section: _Section, project: ProjectConfig) -> PolicyConfig:
     resolve = {}
     for severity in SEVERITIES:
-        value = _dur(resolve_sec, severity, None)
+        value = _dur(resolve_section, severity, None)
         if value is not None:
             resolve[severity] = value
     workdays = s.convert("workdays", list, _workdays, ["mon", "tue", "wed", "thu", "fri"])
@@ -520,23 +550,26 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         escalate_to=s.convert("escalate_to", str, _address, None),
     )
     if policy.overdue_every.seconds <= 0:
-        raise loader.error("policy.overdue_every", "must be a positive duration")
-    policy = _disclosure_policy(s, policy)
+        raise s.loader.error("policy.overdue_every", "must be a positive duration")
+    return _disclosure_policy(s, policy)
 
-    s = section("digest", required=False)
-    digest = DigestConfig(
+
+def _digest(s: _Section) -> DigestConfig:
+    return DigestConfig(
         enabled=s.get("enabled", bool, True),
         schedule=s.convert("schedule", str, _crontab, "0 9 * * mon"),
     )
 
-    s = section("liveness", required=False)
-    liveness = LivenessConfig(
+
+def _liveness(s: _Section) -> LivenessConfig:
+    return LivenessConfig(
         mailbox_alert_after=_wall_time(s, "mailbox_alert_after", "15m"),
         smtp_alert_after=_wall_time(s, "smtp_alert_after", "15m"),
     )
 
-    s = section("limits", required=False)
-    limits = LimitsConfig(
+
+def _limits(s: _Section) -> LimitsConfig:
+    return LimitsConfig(
         max_message_size=s.convert("max_message_size", int, _positive, 25 * 1024 * 1024),
         max_header_bytes=s.convert("max_header_bytes", int, _positive, 256 * 1024),
         max_headers=s.convert("max_headers", int, _positive, 1000),
@@ -546,43 +579,48 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         receipts_per_sender_per_day=s.convert("receipts_per_sender_per_day", int, _positive, 1),
     )
 
-    s = section("auth", required=False)
+
+def _auth(s: _Section, database: Path) -> AuthConfig:
     proofs = s.convert("proofs", list, _proofs, ["token"])
     auth = AuthConfig(
-        key_file=loader.file(s, "key_file") or database.with_name("triaged.key"),
+        key_file=s.loader.file(s, "key_file") or database.with_name("triaged.key"),
         proofs=proofs,
         authserv_id=s.get("authserv_id", str, None) or None,
     )
     if "dmarc" in proofs and auth.authserv_id is None:
-        raise loader.error(
+        raise s.loader.error(
             "auth.authserv_id", "the dmarc proof needs the authserv-id of your own mail server"
         )
+    return auth
 
-    s = section("package", required=False)
-    package = PackageConfig(
+
+def _package(s: _Section, project: ProjectConfig) -> PackageConfig:
+    return PackageConfig(
         name=s.convert("name", str, _nonempty, project.name),
         ecosystem=s.convert("ecosystem", str, _nonempty, None),
         repository=s.convert("repository", str, _web_url, None),
         supported=tuple(s.convert("supported", list, _supported, [])),
     )
 
-    s = section("advisory", required=False)
-    advisory = AdvisoryConfig(
+
+def _advisory(s: _Section) -> AdvisoryConfig:
+    return AdvisoryConfig(
         id_prefix=s.convert("id_prefix", str, _id_prefix, None),
         url=s.convert("url", str, _web_url, None),
     )
 
-    s = section("security_txt", required=False)
+
+def _security_txt(s: _Section) -> SecurityTxtConfig:
     if "expires" in s.data and "expires_after" in s.data:
-        raise loader.error("security_txt.expires", "set expires or expires_after, not both")
+        raise s.loader.error("security_txt.expires", "set expires or expires_after, not both")
     expires_after = _dur(s, "expires_after", "180d")
     warn_before = _dur(s, "warn_before", "30d")
     for name, value in (("expires_after", expires_after), ("warn_before", warn_before)):
         if value.business_days or value.seconds <= 0:
-            raise loader.error(
+            raise s.loader.error(
                 f"security_txt.{name}", "must be a positive duration in s, m, h, d or w"
             )
-    security_txt = SecurityTxtConfig(
+    return SecurityTxtConfig(
         contact=tuple(s.convert("contact", list, _contacts, [])),
         expires_after=expires_after,
         expires=s.convert("expires", object, _moment, None),
@@ -595,42 +633,20 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         canonical=tuple(s.convert("canonical", list, _https_list, [])),
     )
 
-    openpgp = _openpgp(loader, section("openpgp", required=False), database)
 
-    s = section("templates", required=False)
-    templates_dir = loader.file(s, "directory")
+def _templates_dir(s: _Section) -> Path | None:
+    templates_dir = s.loader.file(s, "directory")
     if templates_dir is not None and not templates_dir.is_dir():
-        raise loader.error("templates.directory", f"{templates_dir} is not a directory")
-
-    for sec in sections:
-        sec.done()
-    top.done()
-    return Config(
-        path=loader.path,
-        project=project,
-        mailbox=mailbox,
-        smtp=smtp,
-        database=database,
-        maintainers=maintainers,
-        policy=policy,
-        limits=limits,
-        auth=auth,
-        templates_dir=templates_dir,
-        digest=digest,
-        liveness=liveness,
-        package=package,
-        advisory=advisory,
-        security_txt=security_txt,
-        openpgp=openpgp,
-        raw=data,
-    )
+        raise s.loader.error("templates.directory", f"{templates_dir} is not a directory")
+    return templates_dir
 
 
-def _openpgp(loader: _Loader, s: _Section, database: Path) -> OpenPGPConfig | None:
+def _openpgp(s: _Section, database: Path) -> OpenPGPConfig | None:
     """`[openpgp]`; None when the section is absent. The key files are read at start (and by
     `triaged check`), so that `triaged key generate` can write the one this names."""
     if not s.data:
         return None
+    loader = s.loader
     secret = s.get("secret_key_file", str)
     if not secret:
         raise loader.error(s.key("secret_key_file"), "name the project's secret key file")
@@ -768,8 +784,6 @@ def _languages(values: list[Any]) -> list[str]:
 
 
 def _supported(values: list[Any]) -> list[str]:
-    from triaged.versions import check_line
-
     if not all(isinstance(value, str) for value in values):
         raise ValueError("must be a list of strings")
     return [check_line(value) for value in values]

@@ -26,7 +26,7 @@ What counts
                 (wall-clock time, pauses included). Rows with no due time (paused) count only
                 once met. Only each clock's current cycle is kept in `deadlines`, so a cycle
                 superseded by a /reopen no longer counts. The update clock is a cadence that is
-                never "met" (see triaged/deadlines.py); a late update shows as an overdue
+                never "met" (see triaged/clocks/engine.py); a late update shows as an overdue
                 deadline instead.
 """
 
@@ -39,13 +39,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from triaged import deadlines as dl
-from triaged import workflow as wf
-from triaged.compose import Composer, Outgoing
+from triaged.clocks import engine as dl
 from triaged.config import SEVERITIES, Config
-from triaged.durations import span
-from triaged.store import Store, parse_ts, ts
-from triaged.versions import only_unsupported
+from triaged.core import workflow as wf
+from triaged.core.durations import span
+from triaged.core.timefmt import parse_ts, ts
+from triaged.core.versions import touches_only_unsupported
+from triaged.mail.compose import Composer, Outgoing
+from triaged.store.db import Store
 
 WEEK = timedelta(days=7)
 WINDOW = timedelta(days=90)
@@ -306,7 +307,7 @@ def build(store: Store, config: Config, now: datetime) -> Digest:
         came_in,
         closed,
         clock_rows,
-        lambda affected: only_unsupported(affected, config),
+        lambda affected: touches_only_unsupported(affected, config.package.supported),
     )
 
 

@@ -35,6 +35,10 @@ class TemporaryFailure(TransportError):
     """Sending failed in a way that may succeed later (4xx, connection trouble)."""
 
 
+class ConnectionFailure(TemporaryFailure):
+    """The server could not be reached or talked to at all (every message would fail)."""
+
+
 class PermanentFailure(TransportError):
     """The server refused the message for good (5xx)."""
 
@@ -48,3 +52,7 @@ class AlreadyRunning(TriagedError):
         )
         self.database = database
         self.pid = pid
+
+
+class BackupError(TriagedError):
+    """The backup could not be made; nothing was left at the target."""

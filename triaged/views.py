@@ -6,8 +6,9 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from triaged import workflow as wf
-from triaged.store import Store, parse_ts
+from triaged.core import workflow as wf
+from triaged.core.timefmt import parse_ts
+from triaged.store.db import Store
 
 
 def report_list(store: Store) -> list[dict[str, Any]]:

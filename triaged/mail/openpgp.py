@@ -56,21 +56,21 @@ import gnupg
 
 from triaged.config import Config, LimitsConfig
 from triaged.errors import ConfigError, UnsafeMessage
-from triaged.message import (
-    _HEADER_END,
+from triaged.mail.parse import (
     BAD,
     GOOD,
+    HEADER_END,
     UNKNOWN_KEY,
     KeyOutcome,
     OpenPGPStatus,
     ParsedMessage,
     Signature,
-    _first_raw,
-    _param,
-    _params,
-    _parse_tree,
     clean_header_text,
+    content_param,
+    content_params,
+    first_raw,
     parse,
+    parse_tree,
 )
 
 log = logging.getLogger(__name__)
@@ -506,15 +506,15 @@ def interesting(raw: bytes) -> bool:
 
 
 def _content(part: Message) -> tuple[str, dict[str, str]]:
-    raw_type = _first_raw(part, "content-type")
+    raw_type = first_raw(part, "content-type")
     if raw_type is None:
         return "text/plain", {}
-    return _params(raw_type)
+    return content_params(raw_type)
 
 
 def _split_head(entity: bytes) -> tuple[bytes, bytes]:
     """(header block with its last line end, body) of a MIME entity or message."""
-    end = _HEADER_END.search(entity)
+    end = HEADER_END.search(entity)
     if end is None:
         return entity, b""
     # The match is the line end of the last field and the empty line.
@@ -632,10 +632,10 @@ def _body_part(root: Message) -> Message | None:
             if ctype.startswith("multipart/"):
                 stack.extend(reversed([p for p in payload if isinstance(p, Message)]))
             continue
-        raw_disposition = _first_raw(part, "content-disposition")
-        disposition, params = _params(raw_disposition) if raw_disposition else ("", {})
+        raw_disposition = first_raw(part, "content-disposition")
+        disposition, params = content_params(raw_disposition) if raw_disposition else ("", {})
         _, type_params = _content(part)
-        named = bool(_param(params, "filename") or _param(type_params, "name"))
+        named = bool(content_param(params, "filename") or content_param(type_params, "name"))
         if ctype == "text/plain" and disposition != "attachment" and not named:
             return part
     return None
@@ -715,7 +715,7 @@ class Reader:
         if not interesting(raw):
             return Opened(msg, None)
         try:
-            root = _parse_tree(raw, self.limits)
+            root = parse_tree(raw, self.limits)
         except UnsafeMessage:
             return Opened(msg, None)
         opened, carried = self._open(raw, msg, root)
@@ -732,7 +732,7 @@ class Reader:
 
     def _open(self, raw: bytes, msg: ParsedMessage, root: Message) -> tuple[Opened, list[bytes]]:
         ctype, params = _content(root)
-        protocol = (_param(params, "protocol") or "").strip().lower()
+        protocol = (content_param(params, "protocol") or "").strip().lower()
         if ctype == "multipart/encrypted" and protocol == "application/pgp-encrypted":
             return self._encrypted(raw, msg, root)
         if ctype == "multipart/signed" and protocol == "application/pgp-signature":
@@ -753,7 +753,7 @@ class Reader:
         if not isinstance(first, Message):
             return None
         ctype, params = _content(first)
-        protocol = (_param(params, "protocol") or "").strip().lower()
+        protocol = (content_param(params, "protocol") or "").strip().lower()
         if ctype != "multipart/signed" or protocol != "application/pgp-signature":
             return None
         parts = body_parts(raw, boundary)
@@ -778,12 +778,12 @@ class Reader:
         combined = combine(raw, plain)
         try:
             inner = parse(combined, self.limits)
-            inner_root = _parse_tree(combined, self.limits)
+            inner_root = parse_tree(combined, self.limits)
         except UnsafeMessage as exc:
             status = OpenPGPStatus(True, False, f"the decrypted message is unsafe: {exc}", None)
             return Opened(msg, status), []
         ctype, params = _content(inner_root)
-        protocol = (_param(params, "protocol") or "").strip().lower()
+        protocol = (content_param(params, "protocol") or "").strip().lower()
         if (
             signature is None
             and ctype == "multipart/signed"
@@ -819,7 +819,7 @@ class Reader:
         if match is None:
             return Opened(msg, None)
         _, params = _content(part)
-        charset = _param(params, "charset")
+        charset = content_param(params, "charset")
         before = _decode(data[: match.start()], charset)
         after = _decode(data[match.end() :], charset)
         whole = not before.strip() and not after.strip()

@@ -24,11 +24,11 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from triaged.compose import Composer, Outgoing
 from triaged.config import Config
-from triaged.ids import tag
+from triaged.core.ids import tag
+from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.openpgp import Keyring, OpenPGPError, seal
-from triaged.store import Store
+from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
 

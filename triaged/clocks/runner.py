@@ -1,0 +1,368 @@
+"""The clock runner: the policy's promises kept, one pass at a time.
+
+A pass looks only at reports whose `clock_state.next_at` has come: every new event of a report
+sets it to '' (a trigger, see migration 003), and each pass sets it to the next instant at
+which one of the report's clocks could give a notice (`deadlines.next_notice_at`). For each
+such report it replays the events into clocks (triaged/clocks/engine.py), rewrites the report's
+`deadlines` rows, and sends the notices due that were not sent yet: reminders, escalations and
+overdue repeats to maintainers, periodic updates to the reporter. A notice's key is stored in
+`notices` in the same transaction as its mail (in the outbox), so a pass run twice at the
+same instant, or after a crash, sends nothing twice; a daemon that was down catches up with
+one mail per due item (see the deadlines module for which ones).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from triaged.clocks import engine as dl
+from triaged.commands.dispatch import Dispatcher
+from triaged.config import Config
+from triaged.core import workflow as wf
+from triaged.core.durations import add, span
+from triaged.core.timefmt import parse_ts, ts
+from triaged.disclosure.credit import credit_words
+from triaged.mail import auth
+from triaged.mail.compose import Composer, Outgoing
+from triaged.service.outbox import enqueue
+from triaged.store.db import Store
+
+log = logging.getLogger(__name__)
+
+# How mail names each clock, and the one command line that meets it.
+LABELS = {
+    dl.ACKNOWLEDGE: "Acknowledge",
+    dl.RESPOND: "Detailed response",
+    dl.RESOLVE: "Resolve",
+    dl.UPDATE: "Reporter update",
+    dl.EMBARGO: "Embargo",
+}
+MEETS = {
+    dl.ACKNOWLEDGE: ("/ack", "acknowledges the report (the reporter hears from you with /reply)."),
+    dl.RESPOND: (
+        "/reply",
+        "with your detailed response on the lines below it, sends it to the reporter;"
+        " /confirm or /reject REASON also meet this clock.",
+    ),
+    dl.RESOLVE: ("/state fixed", "once the fix is released (add /fixed-in VERSION)."),
+}
+# What the reporter reads about a state in a periodic update.
+PUBLIC_STATES = {
+    wf.NEW: "received; we are looking at it",
+    wf.ACKNOWLEDGED: "acknowledged; we are assessing it",
+    wf.CONFIRMED: "confirmed; we are working on a fix",
+    wf.FIXING: "being fixed",
+    wf.FIXED: "fixed",
+    wf.DISCLOSED: "fixed and disclosed",
+}
+BATCH = 200
+_RETRY_AFTER_ERROR = timedelta(minutes=5)
+
+
+class ClockRunner:
+    """One clock pass at a time over one Store (not shared between threads)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        composer: Composer | None = None,
+        key: bytes | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.composer = composer or Composer(config)
+        self.policy = dl.ClockPolicy.from_config(config.policy)
+        self.dispatcher = Dispatcher(
+            config,
+            store,
+            self.composer,
+            key if key is not None else auth.load_or_create_key(config.auth.key_file),
+        )
+
+    def recompute_all(self) -> None:
+        """Makes the next pass look at every open report: after a start or a reload, when the
+        policy may have changed."""
+        terminal = tuple(wf.TERMINAL)
+        with self.store.transaction():
+            self.store.conn.execute(
+                "INSERT INTO clock_state (report_id, next_at) SELECT id, '' FROM reports"
+                f" WHERE state NOT IN ({','.join('?' * len(terminal))}) AND true"
+                " ON CONFLICT (report_id) DO UPDATE SET next_at = ''",
+                terminal,
+            )
+
+    def run_once(self, now: datetime) -> int:
+        """Looks at every report whose clocks need it; returns how many notices were sent."""
+        sent = 0
+        while True:
+            rows = self.store.all(
+                "SELECT report_id FROM clock_state WHERE next_at IS NOT NULL AND next_at <= ?"
+                " ORDER BY next_at, report_id LIMIT ?",
+                (ts(now), BATCH),
+            )
+            if not rows:
+                return sent
+            with self.store.transaction():
+                for row in rows:
+                    sent += self._guarded(str(row["report_id"]), now)
+
+    def _guarded(self, report_id: str, now: datetime) -> int:
+        try:
+            with self.store.transaction():
+                return self.report_pass(report_id, now)
+        except Exception:
+            # The runner boundary: one report's failure never stops the others.
+            log.exception("clocks: pass over report %s failed; trying again later", report_id)
+            self._schedule(report_id, now + _RETRY_AFTER_ERROR, now)
+            return 0
+
+    def report_pass(self, report_id: str, now: datetime) -> int:
+        """One report: its clocks recomputed and stored, its due notices sent."""
+        report = self.store.report(report_id)
+        if report is None:
+            self._schedule(report_id, None, now)
+            return 0
+        events = self.store.all(
+            "SELECT at, kind, detail FROM events WHERE report_id = ? ORDER BY id", (report_id,)
+        )
+        happenings = dl.parse_happenings(dict(row) for row in events)
+        current = dl.clocks(happenings, self.policy, now)
+        sent_keys = {
+            str(r["key"])
+            for r in self.store.all("SELECT key FROM notices WHERE report_id = ?", (report_id,))
+        }
+        notices = dl.notices_due(current, self.policy, now, sent_keys)
+        by_name = {clock.name: clock for clock in current}
+        out: list[Outgoing] = []
+        for notice in notices:
+            clock = by_name[notice.clock]
+            if notice.kind == "update":
+                mails = self._update(report, clock, events, now)
+                if mails:
+                    self.store.event(report_id, now, "update_sent", key=notice.key)
+                    happenings.append(dl.Happening(now, dl.UPDATE_SENT))
+                else:
+                    log.info("clocks: report %s has no reporter address: no update", report_id)
+            else:
+                if notice.clock == dl.EMBARGO:
+                    mails = self._embargo_notice(report, clock, notice, now)
+                else:
+                    mails = self._maintainer_notice(report, clock, notice, now)
+                self.store.event(
+                    report_id, now, "clock_notice", key=notice.key, clock=notice.clock,
+                    notice=notice.kind,
+                )  # fmt: skip
+            out += mails
+            self.store.insert(
+                "notices", {"report_id": report_id, "key": notice.key, "sent_at": ts(now)}
+            )
+            log.info("clocks: report %s: %s (%d mail(s))", report_id, notice.key, len(mails))
+        if any(n.kind == "update" for n in notices):
+            current = dl.clocks(happenings, self.policy, now)
+        enqueue(self.store, out, now)
+        self._store_deadlines(report_id, current)
+        # Last: the events written above woke the report again (trigger); this says when next.
+        self._schedule(report_id, dl.next_notice_at(current, self.policy, now), now)
+        return len(notices)
+
+    # --- storage -------------------------------------------------------------------------
+
+    def _store_deadlines(self, report_id: str, current: Sequence[dl.Clock]) -> None:
+        self.store.conn.execute("DELETE FROM deadlines WHERE report_id = ?", (report_id,))
+        self.store.conn.executemany(
+            "INSERT INTO deadlines (report_id, clock, cycle, started_at, due_at, met_at,"
+            " stopped_at, paused) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    report_id,
+                    clock.name,
+                    clock.cycle,
+                    ts(clock.started),
+                    _ts(clock.due),
+                    _ts(clock.met_at),
+                    _ts(clock.stopped_at),
+                    int(clock.paused),
+                )
+                for clock in current
+            ],
+        )
+
+    def _schedule(self, report_id: str, at: datetime | None, now: datetime) -> None:
+        try:
+            self.store.conn.execute(
+                "INSERT INTO clock_state (report_id, next_at, computed_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (report_id) DO UPDATE SET next_at = excluded.next_at,"
+                " computed_at = excluded.computed_at",
+                (report_id, _ts(at), ts(now)),
+            )
+        except sqlite3.IntegrityError:
+            # The report does not exist (any more): nothing to schedule.
+            self.store.conn.execute("DELETE FROM clock_state WHERE report_id = ?", (report_id,))
+
+    # --- mail ------------------------------------------------------------------------------
+
+    def _maintainer_notice(
+        self, report: sqlite3.Row, clock: dl.Clock, notice: dl.Notice, now: datetime
+    ) -> list[Outgoing]:
+        """A reminder goes to the handler (else every maintainer); an escalation and the
+        overdue repeats go to every maintainer and to `policy.escalate_to`."""
+        recipients = self._recipients(report, notice.kind, {"escalate", "overdue"})
+        assert clock.due is not None
+        due = self.composer.when(clock.due)
+        label = LABELS[clock.name]
+        if clock.name == dl.RESOLVE and report["severity"]:
+            label = f"{label} ({report['severity']})"
+        subject = {
+            "remind": f"Reminder: {label} due {due}",
+            "escalate": f"Missed: {label} was due {due}",
+            "overdue": f"Still overdue: {label} was due {due}",
+        }[notice.kind]
+        command, meaning = MEETS[clock.name]
+        context = {
+            "notice": notice.kind,
+            "label": label,
+            "due": due,
+            "left": span(clock.due - now),
+            "started": self.composer.when(clock.started),
+            "duration": clock.duration.human() if clock.duration else "",
+            "title": report["title"],
+            "state": report["state"],
+            "severity": report["severity"],
+            "handler": report["handler"],
+            "command": command,
+            "meaning": meaning,
+            "cycle": clock.cycle,
+        }
+        return self._to_team(report, recipients, subject, "clock_notice.txt", context, now)
+
+    def _embargo_notice(
+        self, report: sqlite3.Row, clock: dl.Clock, notice: dl.Notice, now: datetime
+    ) -> list[Outgoing]:
+        """Before the embargo ends, a reminder to the handler (else every maintainer); when it
+        ends, "publish now" to every maintainer; each overdue repeat also to `escalate_to`."""
+        recipients = self._recipients(report, notice.kind, {"overdue"})
+        assert clock.due is not None
+        ends = self.composer.when(clock.due)
+        subject = {
+            "remind": f"Reminder: the embargo ends {ends}",
+            "escalate": f"Publish now: the embargo ended {ends}",
+            "overdue": f"Still not disclosed: the embargo ended {ends}",
+        }[notice.kind]
+        credit = credit_words(dict(report))
+        context = {
+            "notice": notice.kind,
+            "ends": ends,
+            "left": span(clock.due - now),
+            "set_at": self.composer.when(clock.started),
+            "title": report["title"],
+            "state": report["state"],
+            "fixed_in": report["fixed_in"],
+            "cves": ", ".join(json.loads(report["cves"] or "[]")),
+            "handler": report["handler"],
+            "credit": credit,
+            "fixed": report["state"] == wf.FIXED,
+        }
+        return self._to_team(report, recipients, subject, "embargo_notice.txt", context, now)
+
+    def _recipients(self, report: sqlite3.Row, notice: str, escalated: set[str]) -> list[str]:
+        """A reminder goes to the report's handler, else to every maintainer; other notices
+        to every maintainer, and those of the `escalated` kinds also to `escalate_to`."""
+        members = self.config.maintainers.members
+        if notice == "remind" and report["handler"] in members:
+            return [str(report["handler"])]
+        recipients = list(members)
+        escalate_to = self.config.policy.escalate_to
+        if notice in escalated and escalate_to and escalate_to not in recipients:
+            recipients.append(escalate_to)
+        return recipients
+
+    def _to_team(
+        self,
+        report: sqlite3.Row,
+        recipients: Sequence[str],
+        subject: str,
+        template: str,
+        context: dict[str, Any],
+        now: datetime,
+    ) -> list[Outgoing]:
+        """One mail per recipient; a maintainer's carries their reply token, so a reply with
+        the command that meets the clock counts."""
+        members = self.config.maintainers.members
+        report_id = str(report["id"])
+        return [
+            self.composer.build(
+                kind="clock",
+                to=address,
+                subject=subject,
+                template=template,
+                context={**context, "escalation_contact": address not in members},
+                now=now,
+                report_id=report_id,
+                auto="auto-generated",
+                reply_to=self.dispatcher.reply_to(report_id, address)
+                if address in members
+                else None,
+            )
+            for address in recipients
+        ]
+
+    def _update(
+        self,
+        report: sqlite3.Row,
+        clock: dl.Clock,
+        events: Sequence[sqlite3.Row],
+        now: datetime,
+    ) -> list[Outgoing]:
+        """The periodic update to the reporter: the state and what changed since the last
+        contact, nothing internal (no notes, handler, severity or names)."""
+        reporter = report["reporter"]
+        if not reporter:
+            return []
+        since = clock.started
+        changes = []
+        for event in events:
+            if event["kind"] != "state" or parse_ts(str(event["at"])) <= since:
+                continue
+            detail: dict[str, Any] = json.loads(event["detail"] or "{}")
+            new = detail.get("new")
+            if new in PUBLIC_STATES:
+                changes.append(
+                    f"{self.composer.when(parse_ts(str(event['at'])))}: the report was"
+                    f" {PUBLIC_STATES[new]}"
+                )
+        every = self.policy.update_every
+        first = self.store.one(
+            "SELECT message_id FROM messages WHERE report_id = ? AND kind = 'report'",
+            (report["id"],),
+        )
+        return [
+            self.composer.build(
+                kind="update",
+                to=str(reporter),
+                subject="Progress update on your report",
+                template="reporter_update.txt",
+                context={
+                    "state": PUBLIC_STATES.get(str(report["state"]), str(report["state"])),
+                    "changes": changes,
+                    "since": self.composer.when(since),
+                    "every": every.human() if every else "",
+                    "next": self.composer.when(add(now, every, self.policy.calendar))
+                    if every
+                    else "",
+                },
+                now=now,
+                report_id=str(report["id"]),
+                in_reply_to=first["message_id"] if first else None,
+                auto="auto-generated",
+            )
+        ]
+
+
+def _ts(moment: datetime | None) -> str | None:
+    return None if moment is None else ts(moment)

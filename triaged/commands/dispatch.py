@@ -1,0 +1,224 @@
+"""Running the commands of one message: authentication, execution, the transcript.
+
+Called by the intake runner inside the message's transaction, so a command mail's changes,
+its events, its transcript and any mail to the reporter commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from triaged.commands.base import COMMANDS, Context, Outcome, refused
+from triaged.commands.parse import Commands, extract
+from triaged.config import Config
+from triaged.mail import auth
+from triaged.mail.compose import Composer, Outgoing
+from triaged.mail.parse import ParsedMessage
+from triaged.store.db import Store
+
+log = logging.getLogger(__name__)
+
+REPORTER_TRANSCRIPTS_PER_DAY = 5
+
+
+@dataclass(frozen=True)
+class Line:
+    command: str
+    ok: bool
+    text: str
+
+
+class Dispatcher:
+    def __init__(self, config: Config, store: Store, composer: Composer, key: bytes) -> None:
+        self.config = config
+        self.store = store
+        self.composer = composer
+        self.key = key
+
+    def reply_to(self, report_id: str | None, maintainer: str) -> str | None:
+        """The Reply-To of mail to a maintainer: the address that proves a reply is theirs."""
+        if report_id is None:
+            return None
+        return auth.reply_address(self.key, self.config.project.address, report_id, maintainer)
+
+    def commands_of(self, msg: ParsedMessage) -> Commands:
+        # Commands are read only from the first text/plain part, never from HTML,
+        # attachments or forwarded messages.
+        if not msg.text_is_first_part:
+            return Commands((), None, msg.text.strip())
+        return extract(msg.text)
+
+    # --- maintainers --------------------------------------------------------------------
+
+    def maintainer(
+        self, msg: ParsedMessage, report_id: str, number: int, now: datetime
+    ) -> list[Outgoing]:
+        commands = self.commands_of(msg)
+        sender = msg.from_addr or ""
+        if not commands.lines:
+            self.store.event(
+                report_id, now, "note", actor=sender, message=number, chars=len(commands.note)
+            )
+            return []
+        verdict = auth.verify(
+            key=self.key,
+            project_address=self.config.project.address,
+            report_id=report_id,
+            sender=msg.from_addr,
+            to_addrs=msg.to_addrs,
+            authentication_results=msg.authentication_results,
+            maintainers=self.config.maintainers.members,
+            proofs=self.config.auth.proofs,
+            authserv_id=self.config.auth.authserv_id,
+        )
+        if not verdict.ok:
+            return self._refuse(msg, report_id, number, now, verdict.reason)
+        ctx = Context(
+            store=self.store,
+            config=self.config,
+            composer=self.composer,
+            report_id=report_id,
+            actor=sender,
+            message=number,
+            now=now,
+            reply_text=commands.reply,
+            reply_to_for=lambda address: (
+                self.reply_to(report_id, address)
+                if address in self.config.maintainers.members
+                else None
+            ),
+        )
+        lines = self._run_all(ctx, commands, reporter=False)
+        if commands.note:
+            ctx.event("note", chars=len(commands.note))
+        log.info(
+            "report %s: %d command(s) from %s (%s)", report_id, len(lines), sender, verdict.proof
+        )
+        transcript = self.composer.build(
+            kind="transcript",
+            to=sender,
+            subject="Commands: "
+            + ", ".join(
+                f"{'done' if line.ok else 'refused'} {line.command.split()[0]}" for line in lines
+            ),
+            template="transcript.txt",
+            context={
+                "actor": sender,
+                "lines": lines,
+                "state": ctx.report["state"],
+                "note": bool(commands.note),
+            },
+            now=now,
+            report_id=report_id,
+            in_reply_to=msg.message_id,
+            references=msg.references,
+            auto="auto-replied",
+            reply_to=self.reply_to(report_id, sender),
+        )
+        return [*ctx.outgoing, transcript]
+
+    def _run_all(
+        self, ctx: Context, commands: Commands, *, reporter: bool, is_reporter: bool = False
+    ) -> list[Line]:
+        """Runs each command line in order, recording each as an event; one Line each."""
+        lines = []
+        for line in commands.lines:
+            command = COMMANDS.get(line.name)
+            if reporter and command is not None and not (command.for_reporters and is_reporter):
+                outcome = refused(f"/{line.name} is not available to you")
+            else:
+                outcome = self._run(ctx, line.name, line.args, line.error)
+            ctx.event("command", command=line.raw, ok=outcome.ok, result=outcome.text)
+            lines.append(Line(line.raw, outcome.ok, outcome.text))
+        return lines
+
+    def _run(self, ctx: Context, name: str, args: tuple[str, ...], error: str | None) -> Outcome:
+        if error:
+            return refused(error)
+        command = COMMANDS.get(name)
+        if command is None:
+            return refused(f"unknown command /{name}; /help lists the commands")
+        # A command that fails half-way must not leave half its changes behind.
+        try:
+            with self.store.transaction():
+                outgoing_before = len(ctx.outgoing)
+                outcome = command.run(ctx, args)
+                if not outcome.ok:
+                    raise _Undo(outcome)
+        except _Undo as undo:
+            del ctx.outgoing[outgoing_before:]
+            return undo.outcome
+        return outcome
+
+    def _refuse(
+        self, msg: ParsedMessage, report_id: str | None, number: int, now: datetime, reason: str
+    ) -> list[Outgoing]:
+        log.warning("commands from %s refused: %s", msg.from_addr, reason)
+        self.store.event(
+            report_id, now, "commands_refused", actor=msg.from_addr, message=number, reason=reason
+        )
+        self.store.conn.execute(
+            "UPDATE messages SET reason = ? WHERE id = ?", (f"commands refused: {reason}", number)
+        )
+        # The notice goes to the maintainers on record, never to the sender.
+        return [
+            self.composer.build(
+                kind="refused",
+                to=address,
+                subject="Refused commands",
+                template="refused.txt",
+                context={
+                    "sender": msg.from_addr,
+                    "subject": msg.subject,
+                    "message_number": number,
+                    "reason": reason,
+                    "dmarc": self.config.auth.authserv_id
+                    if "dmarc" in self.config.auth.proofs
+                    else None,
+                },
+                now=now,
+                report_id=report_id,
+                auto="auto-generated",
+                reply_to=self.reply_to(report_id, address),
+            )
+            for address in self.config.maintainers.notify
+        ]
+
+    # --- reporters ----------------------------------------------------------------------
+
+    def reporter(
+        self, msg: ParsedMessage, report_id: str, number: int, now: datetime, is_reporter: bool
+    ) -> list[Outgoing]:
+        """A participant's commands: only the reporter's own (/credit) run, for the reporter."""
+        commands = self.commands_of(msg)
+        if not commands.lines:
+            return []
+        sender = msg.from_addr or ""
+        ctx = Context(self.store, self.config, self.composer, report_id, sender, number, now)
+        lines = self._run_all(ctx, commands, reporter=True, is_reporter=is_reporter)
+        sent = self.store.sent_recently("reporter_transcript", sender, now - timedelta(days=1))
+        if sent >= REPORTER_TRANSCRIPTS_PER_DAY:
+            log.info("report %s: no transcript to %s (daily limit)", report_id, sender)
+            return []
+        return [
+            self.composer.build(
+                kind="reporter_transcript",
+                to=sender,
+                subject="Your commands",
+                template="reporter_transcript.txt",
+                context={"lines": lines},
+                now=now,
+                report_id=report_id,
+                in_reply_to=msg.message_id,
+                references=msg.references,
+                auto="auto-replied",
+            )
+        ]
+
+
+class _Undo(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.text)
+        self.outcome = outcome

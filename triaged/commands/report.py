@@ -1,0 +1,243 @@
+"""Commands on the report itself: its state, severity, handler, and its summary."""
+
+from __future__ import annotations
+
+import json
+
+from cvss import CVSS3, CVSS4
+from cvss.exceptions import CVSSError
+
+from triaged.commands.base import (
+    COMMANDS,
+    Command,
+    Context,
+    Outcome,
+    done,
+    one_argument,
+    refused,
+    register,
+    text_argument,
+)
+from triaged.config import SEVERITIES
+from triaged.core import workflow as wf
+from triaged.core.timefmt import ts
+from triaged.mail.parse import clean_header_text
+from triaged.store.db import Store
+
+
+@register
+class Ack(Command):
+    name = "ack"
+    description = "acknowledge the report (meets the acknowledge clock)"
+    example = "/ack"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        return ctx.transition(wf.ACKNOWLEDGED)
+
+
+@register
+class Assign(Command):
+    name = "assign"
+    arguments = "ADDRESS"
+    description = "make a maintainer the primary handler"
+    example = "/assign alice@example.org"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        address = one_argument(args, "a maintainer's address")
+        if isinstance(address, Outcome):
+            return address
+        address = address.lower()
+        if address not in ctx.config.maintainers.members:
+            return refused(f"{address} is not a maintainer")
+        ctx.set("handler", address)
+        return done(f"handler: {address}")
+
+
+@register
+class Severity(Command):
+    name = "severity"
+    arguments = "|".join(SEVERITIES)
+    description = "set the severity"
+    example = "/severity high"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        value = one_argument(args, "|".join(SEVERITIES))
+        if isinstance(value, Outcome):
+            return value
+        if value.lower() not in SEVERITIES:
+            return refused(f"{value!r} is not a severity: use {', '.join(SEVERITIES)}")
+        ctx.set("severity", value.lower())
+        return done(f"severity: {value.lower()}")
+
+
+@register
+class Cvss(Command):
+    name = "cvss"
+    arguments = "VECTOR"
+    description = "set the CVSS 3.x or 4.0 vector (the score is computed)"
+    example = "/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        vector = one_argument(args, "a CVSS vector")
+        if isinstance(vector, Outcome):
+            return vector
+        try:
+            if vector.startswith("CVSS:4.0/"):
+                v4 = CVSS4(vector)
+                clean, score = v4.clean_vector(), float(v4.base_score)
+            elif vector.startswith(("CVSS:3.0/", "CVSS:3.1/")):
+                v3 = CVSS3(vector)
+                clean, score = v3.clean_vector(), float(v3.base_score)
+            else:
+                return refused("the vector must start with CVSS:3.0/, CVSS:3.1/ or CVSS:4.0/")
+        except CVSSError as exc:
+            return refused(f"invalid vector: {clean_header_text(str(exc), 200)}")
+        ctx.set("cvss", clean)
+        ctx.set("cvss_score", score)
+        return done(f"cvss: {clean} (base score {score})")
+
+
+@register
+class State(Command):
+    name = "state"
+    arguments = "STATE"
+    description = "move the report to another state: " + ", ".join(wf.STATES)
+    example = "/state fixing"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        target = one_argument(args, "a state")
+        if isinstance(target, Outcome):
+            return target
+        if target.lower() == wf.DUPLICATE:
+            return refused("use /duplicate ID")
+        if target.lower() == wf.REJECTED:
+            return refused("use /reject REASON")
+        if target.lower() == wf.DISCLOSED:
+            return COMMANDS["disclose"].run(ctx, ())
+        return ctx.transition(target.lower())
+
+
+@register
+class Confirm(Command):
+    name = "confirm"
+    description = "confirm the problem (the reporter is told)"
+    example = "/confirm"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        return ctx.transition(wf.CONFIRMED)
+
+
+@register
+class Reject(Command):
+    name = "reject"
+    arguments = "REASON"
+    description = "reject the report; the reason goes to the reporter"
+    example = "/reject works as documented: the file is world-readable by design"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        reason = text_argument(args, "a reason for the reporter")
+        if isinstance(reason, Outcome):
+            return reason
+        return ctx.transition(wf.REJECTED, reason=reason)
+
+
+@register
+class Duplicate(Command):
+    name = "duplicate"
+    arguments = "ID"
+    description = "mark the report a duplicate of another one"
+    example = "/duplicate k7f3q9xm"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        other = one_argument(args, "the ID of the other report")
+        if isinstance(other, Outcome):
+            return other
+        other = other.lower().lstrip("#")
+        if other == ctx.report_id:
+            return refused("a report cannot duplicate itself")
+        if ctx.store.report(other) is None:
+            return refused(f"there is no report {other}")
+        outcome = ctx.transition(wf.DUPLICATE, of=other)
+        if outcome.ok:
+            ctx.set("duplicate_of", other)
+        return outcome
+
+
+@register
+class Waiting(Command):
+    name = "waiting"
+    description = "we wait for the reporter: the response clocks pause until they write"
+    example = "/waiting"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        if ctx.report["waiting"]:
+            return refused("already waiting on the reporter")
+        ctx.set("waiting", 1)
+        return done("waiting on the reporter")
+
+
+@register
+class Close(Command):
+    name = "close"
+    description = "close the report"
+    example = "/close"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        return ctx.transition(wf.CLOSED)
+
+
+@register
+class Reopen(Command):
+    name = "reopen"
+    description = "reopen a closed, rejected, duplicate or spam report"
+    example = "/reopen"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        report = ctx.report
+        if report["state"] not in wf.TERMINAL:
+            return refused(f"the report is {report['state']}, not ended")
+        target = wf.reopen_target(report["previous_state"])
+        ctx.store.conn.execute(
+            "UPDATE reports SET state = ?, previous_state = ?, duplicate_of = NULL,"
+            " updated_at = ? WHERE id = ?",
+            (target, report["state"], ts(ctx.now), ctx.report_id),
+        )
+        ctx.event("state", old=report["state"], new=target, reopened=True)
+        return done(f"state: {report['state']} -> {target}")
+
+
+@register
+class Status(Command):
+    name = "status"
+    description = "the report's summary, in this transcript"
+    example = "/status"
+
+    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+        return done("status:\n" + summary(ctx.store, ctx.report_id))
+
+
+def summary(store: Store, report_id: str) -> str:
+    row = store.report(report_id)
+    assert row is not None
+    r = dict(row)
+    credit = json.loads(r["credit"]) if r["credit"] else None
+    lines = [
+        f"  report:    {r['id']} {r['title']}",
+        f"  state:     {r['state']}" + (" (waiting on the reporter)" if r["waiting"] else ""),
+        f"  severity:  {r['severity'] or '-'}" + (f" (CVSS {r['cvss']})" if r["cvss"] else ""),
+        f"  handler:   {r['handler'] or '-'}",
+        f"  reporter:  {r['reporter'] or '-'}",
+        f"  affects:   {r['affected'] or '-'}",
+        f"  fixed in:  {r['fixed_in'] or '-'}",
+        f"  CVEs:      {', '.join(json.loads(r['cves'])) or '-'}",
+        f"  embargo:   {r['embargo'] or '-'}",
+        "  credit:    "
+        + (
+            "-"
+            if credit is None
+            else "anonymous"
+            if credit["kind"] == "anonymous"
+            else credit["name"]
+        ),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,550 @@
+"""The intake runner: mailbox -> stored, classified, threaded, answered.
+
+A message's effects (its row, the report, events, outbox rows) commit together, in the one
+transaction of its batch (each message in a savepoint of its own); only then is it moved out of
+the mailbox. A crash in between leaves it in the mailbox, and the next pass recognises it (same
+UID, or same content) and only moves it: nothing lost, nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from triaged.commands.dispatch import Dispatcher
+from triaged.config import Config
+from triaged.core.durations import add
+from triaged.core.ids import find_tag, new_report_id, tag
+from triaged.core.timefmt import ts
+from triaged.errors import UnsafeMessage
+from triaged.intake import classify as c
+from triaged.mail import auth
+from triaged.mail.compose import Composer, Outgoing
+from triaged.mail.mailbox.base import Envelope, Mailbox
+from triaged.mail.parse import ParsedMessage, parse
+from triaged.service.outbox import enqueue
+from triaged.store.db import Store
+
+log = logging.getLogger(__name__)
+
+# How the receipt and the maintainers' notification name the first clocks of a report.
+_CLOCK_PROMISES = {
+    "acknowledge": "an acknowledgement from a maintainer by {when}",
+    "respond": "a detailed response with the next steps by {when}",
+}
+_CLOCK_LABELS = {"acknowledge": "Acknowledge", "respond": "Detailed response"}
+
+QUARANTINED = "quarantined"
+DUPLICATE = "duplicate"
+TEXT_FOR_MAINTAINERS = 20_000
+_RETRY_FAILED_AFTER = 600.0
+# Committed messages are moved out of the folder this many at a time (and at the end of each
+# pass): every UID MOVE costs the server an update of the folder's index, so one per batch made
+# moving a tenth of the time of a large intake (bench/).
+MOVE_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Incoming:
+    uid: str
+    raw: bytes
+    sha256: str
+    received: datetime
+
+
+@dataclass
+class _Done:
+    """UIDs of a pass whose effects are committed, not yet moved out of the folder."""
+
+    processed: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.processed) + len(self.quarantined)
+
+
+class IntakeRunner:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        mailbox: Mailbox,
+        composer: Composer | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.mailbox = mailbox
+        self.composer = composer or Composer(config)
+        # Set on SIGTERM: finish the message in hand, commit, and return.
+        self.stop = stop or threading.Event()
+        self.dispatcher = Dispatcher(
+            config, store, self.composer, auth.load_or_create_key(config.auth.key_file)
+        )
+        self.context = c.Context(config.project.address, frozenset(config.maintainers.members))
+        self.uidvalidity = 0
+        # UIDs whose handling failed: left in the mailbox, retried after a while, not every pass.
+        self.failed: dict[str, float] = {}
+        self.handlers: dict[str, Callable[[Incoming, ParsedMessage, c.Decision], str]] = {
+            c.REPORT: self._new_report,
+            c.FOLLOWUP: self._followup,
+            c.MAINTAINER: self._maintainer,
+            c.AUTOMATIC: self._automatic,
+            c.UNVERIFIED: self._unverified,
+            c.LOOP: self._loop,
+        }
+
+    # --- the pass ---------------------------------------------------------------------------
+
+    def start(self, now: datetime) -> None:
+        """After (re)connecting: compare UIDVALIDITY with what we last saw."""
+        self.uidvalidity = self.mailbox.uidvalidity()
+        name = self.mailbox.name
+        row = self.store.one("SELECT uidvalidity FROM mailbox_state WHERE mailbox = ?", (name,))
+        if row is not None and row["uidvalidity"] != self.uidvalidity:
+            log.error(
+                "UIDVALIDITY of %s changed from %s to %s: the server renumbered its messages; "
+                "reconciling by Message-ID and content hash, nothing is ingested twice",
+                name,
+                row["uidvalidity"],
+                self.uidvalidity,
+            )
+        if row is None or row["uidvalidity"] != self.uidvalidity:
+            with self.store.transaction():
+                self.store.conn.execute(
+                    "INSERT OR REPLACE INTO mailbox_state (mailbox, uidvalidity, updated_at)"
+                    " VALUES (?, ?, ?)",
+                    (name, self.uidvalidity, ts(now)),
+                )
+
+    def run_once(self, now: datetime) -> int:
+        """Handles everything waiting in the mailbox; returns how many messages were handled.
+
+        Looks again after a pass that handled anything: mail that arrived during the pass may
+        have been announced in the answer to one of its commands (FETCH, MOVE), and IDLE only
+        reports what is new after that, so it would wait for the next new message.
+        """
+        handled = 0
+        while not self.stop.is_set():
+            done = self._pass(now)
+            if not done:
+                break
+            handled += done
+        return handled
+
+    def _pass(self, now: datetime) -> int:
+        monotonic = time.monotonic()
+        pending = [
+            env
+            for env in self.mailbox.pending()
+            if monotonic - self.failed.get(env.uid, -_RETRY_FAILED_AFTER) >= _RETRY_FAILED_AFTER
+        ]
+        if not pending:
+            return 0
+        known = self._known([env.uid for env in pending])
+        if known:
+            # Committed by an earlier pass that stopped before moving them.
+            log.info("%d message(s) already stored; moving them out of the inbox", len(known))
+            self.mailbox.mark_processed(sorted(known, key=_uid_order))
+        todo = [env for env in pending if env.uid not in known]
+        limit = self.config.limits.max_message_size
+        oversized = [env for env in todo if env.size > limit]
+        for env in oversized:
+            self._oversized(env, now)
+        if oversized:
+            self.mailbox.quarantine([env.uid for env in oversized])
+        small = [env for env in todo if env.size <= limit]
+        handled = len(oversized)
+        size = self.config.mailbox.batch_size
+        done = _Done()
+        for start in range(0, len(small), size):
+            if self.stop.is_set():
+                break
+            handled += self._batch(small[start : start + size], now, done)
+            if len(done) >= MOVE_CHUNK:
+                self._set_aside(done)
+        self._set_aside(done)
+        return handled
+
+    def _batch(self, batch: Sequence[Envelope], now: datetime, done: _Done) -> int:
+        """Handles one batch in one transaction; adds the committed UIDs to `done`."""
+        raws = self.mailbox.fetch([env.uid for env in batch])
+        processed: list[str] = []
+        quarantined: list[str] = []
+        # One transaction for the batch, so one fsync instead of one per message (the largest
+        # cost of intake after composing, bench/); ingest() puts each message in a savepoint of
+        # its own, so a failure undoes that message only.
+        with self.store.transaction():
+            for env in batch:
+                if self.stop.is_set():
+                    break
+                raw = raws.get(env.uid)
+                if raw is None:
+                    continue
+                incoming = Incoming(env.uid, raw, hashlib.sha256(raw).hexdigest(), now)
+                outcome: str | None
+                try:
+                    outcome = self.ingest(incoming)
+                except Exception:
+                    # The runner boundary: one bad message never stops the daemon.
+                    log.exception("intake: handling message uid %s failed; storing it", env.uid)
+                    outcome = self._store_failed(incoming)
+                if outcome is None:
+                    self.failed[env.uid] = time.monotonic()
+                elif outcome == QUARANTINED:
+                    quarantined.append(env.uid)
+                else:
+                    processed.append(env.uid)
+        # Committed: only now may the messages leave the folder.
+        done.processed += processed
+        done.quarantined += quarantined
+        return len(processed) + len(quarantined)
+
+    def _set_aside(self, done: _Done) -> None:
+        """Moves committed messages out of the folder (if this fails, the next pass finds them
+        stored and only moves them)."""
+        if done.processed:
+            self.mailbox.mark_processed(done.processed)
+            done.processed = []
+        if done.quarantined:
+            self.mailbox.quarantine(done.quarantined)
+            done.quarantined = []
+
+    def _known(self, uids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(uids), 500):
+            chunk = uids[start : start + 500]
+            rows = self.store.all(
+                "SELECT uid FROM messages WHERE mailbox = ? AND uidvalidity = ?"
+                f" AND uid IN ({','.join('?' * len(chunk))})",
+                (self.mailbox.name, self.uidvalidity, *chunk),
+            )
+            found.update(row["uid"] for row in rows)
+        return found
+
+    # --- one message ------------------------------------------------------------------------
+
+    def ingest(self, incoming: Incoming) -> str:
+        """Stores one message with all its effects; returns what it turned out to be."""
+        same = self.store.one(
+            "SELECT id FROM messages WHERE sha256 = ? LIMIT 1", (incoming.sha256,)
+        )
+        if same is not None:
+            log.info(
+                "uid %s is a copy of stored message %s (same content); not ingested again",
+                incoming.uid,
+                same["id"],
+            )
+            return DUPLICATE
+        try:
+            msg = parse(incoming.raw, self.config.limits)
+        except UnsafeMessage as exc:
+            log.warning("intake: quarantined uid %s: %s", incoming.uid, exc.reason)
+            with self.store.transaction():
+                number = self._store(incoming, None, QUARANTINED, exc.reason, None)
+                self.store.event(None, incoming.received, "quarantined", message=number)
+            return QUARANTINED
+        if msg.message_id is not None:
+            earlier = self.store.one(
+                "SELECT id FROM messages WHERE message_id = ? LIMIT 1", (msg.message_id,)
+            )
+            if earlier is not None:
+                reason = f"same Message-ID as stored message {earlier['id']}"
+                log.warning("intake: uid %s replays %s; stored, no effect", incoming.uid, reason)
+                with self.store.transaction():
+                    self._store(incoming, msg, DUPLICATE, reason, None)
+                return DUPLICATE
+        decision = c.classify(msg, self._thread(msg), self.context)
+        with self.store.transaction():
+            return self.handlers[decision.kind](incoming, msg, decision)
+
+    def _thread(self, msg: ParsedMessage) -> c.Thread | None:
+        report_id, by = find_tag(msg.subject), "tag"
+        if report_id is not None and self.store.report(report_id) is None:
+            report_id = None
+        if report_id is None:
+            report_id, by = (
+                self.store.report_for_outgoing(msg.in_reply_to + msg.references),
+                "references",
+            )
+        if report_id is None:
+            return None
+        return c.Thread(report_id, self.store.participants(report_id), by)
+
+    def _store(
+        self,
+        incoming: Incoming,
+        msg: ParsedMessage | None,
+        kind: str,
+        reason: str | None,
+        report_id: str | None,
+    ) -> int:
+        return self.store.insert(
+            "messages",
+            {
+                "mailbox": self.mailbox.name,
+                "uidvalidity": self.uidvalidity,
+                "uid": incoming.uid,
+                "message_id": msg.message_id if msg else None,
+                "sha256": incoming.sha256,
+                "size": len(incoming.raw),
+                "raw": incoming.raw,
+                "from_addr": msg.from_addr if msg else None,
+                "subject": msg.subject if msg else None,
+                "kind": kind,
+                "reason": reason,
+                "report_id": report_id,
+                "received_at": ts(incoming.received),
+            },
+        )
+
+    def _store_failed(self, incoming: Incoming) -> str | None:
+        try:
+            with self.store.transaction():
+                number = self._store(
+                    incoming, None, QUARANTINED, "internal error; see the log", None
+                )
+                self.store.event(None, incoming.received, "quarantined", message=number)
+        except Exception:
+            log.exception("intake: cannot store uid %s; it stays in the mailbox", incoming.uid)
+            return None
+        return QUARANTINED
+
+    def _oversized(self, env: Envelope, now: datetime) -> None:
+        reason = f"too large: {env.size} bytes (limit {self.config.limits.max_message_size})"
+        log.warning("intake: quarantined uid %s without loading it: %s", env.uid, reason)
+        with self.store.transaction():
+            number = self.store.insert(
+                "messages",
+                {
+                    "mailbox": self.mailbox.name,
+                    "uidvalidity": self.uidvalidity,
+                    "uid": env.uid,
+                    "sha256": f"unloaded:{self.mailbox.name}:{self.uidvalidity}:{env.uid}",
+                    "size": env.size,
+                    "raw": None,
+                    "kind": QUARANTINED,
+                    "reason": reason + f"; left in folder {self.config.mailbox.quarantine_folder}",
+                    "received_at": ts(now),
+                },
+            )
+            self.store.event(None, now, "quarantined", message=number)
+
+    # --- what each kind of message does -----------------------------------------------------
+
+    def _new_report(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
+        now = incoming.received
+        report_id = new_report_id()
+        while self.store.report(report_id) is not None:
+            report_id = new_report_id()
+        reporter = msg.from_addr
+        self.store.insert(
+            "reports",
+            {
+                "id": report_id,
+                "title": msg.subject or "(no subject)",
+                "state": "new",
+                "reporter": reporter,
+                "created_at": ts(now),
+                "updated_at": ts(now),
+            },
+        )
+        if reporter:
+            self.store.insert(
+                "participants",
+                {
+                    "report_id": report_id,
+                    "address": reporter,
+                    "role": "reporter",
+                    "added_at": ts(now),
+                },
+            )
+        number = self._store(incoming, msg, c.REPORT, decision.reason, report_id)
+        self.store.event(report_id, now, "received", actor=reporter, message=number)
+        out: list[Outgoing] = []
+        due = self._due(now)
+        no_receipt = self._receipt_refusal(reporter, now)
+        if no_receipt is None and reporter:
+            out.append(self._receipt(report_id, reporter, msg, now, due))
+            self.store.event(report_id, now, "receipt", to=reporter)
+        else:
+            log.info("intake: report %s: no receipt: %s", report_id, no_receipt)
+            self.store.event(report_id, now, "receipt_suppressed", reason=no_receipt)
+        text, truncated = _cap(msg.text)
+        context = {
+            "reporter": reporter,
+            "received": self.composer.when(now),
+            "subject": msg.subject,
+            "due": [f"{_CLOCK_LABELS[name]} by: {when}" for name, when in due.items()],
+            "receipt_sent": no_receipt is None,
+            "no_receipt_reason": no_receipt,
+            "attachments": msg.attachments,
+            "text": text,
+            "truncated": truncated,
+        }
+        for member in self.config.maintainers.members:
+            out.append(
+                self.composer.build(
+                    kind="notify",
+                    to=member,
+                    subject=f"New report: {msg.subject or '(no subject)'}",
+                    template="new_report.txt",
+                    context=context,
+                    now=now,
+                    report_id=report_id,
+                    auto="auto-generated",
+                    reply_to=self.dispatcher.reply_to(report_id, member),
+                )
+            )
+        enqueue(self.store, out, now)
+        log.info("intake: new report %s from %s", report_id, reporter)
+        return c.REPORT
+
+    def _receipt_refusal(self, reporter: str | None, now: datetime) -> str | None:
+        """Why no receipt may go to this address now, or None when one may."""
+        if not reporter:
+            return "no usable From address"
+        sent = self.store.sent_recently("receipt", reporter, now - timedelta(days=1))
+        if sent >= self.config.limits.receipts_per_sender_per_day:
+            return "this address already got a receipt in the last 24 hours"
+        return None
+
+    def _due(self, now: datetime) -> dict[str, str]:
+        """The policy's first deadlines for a report received now, as people read them."""
+        policy = self.config.policy
+        clocks = {"acknowledge": policy.acknowledge, "respond": policy.respond}
+        return {
+            name: self.composer.when(add(now, duration, policy.calendar))
+            for name, duration in clocks.items()
+            if duration is not None
+        }
+
+    def _receipt(
+        self, report_id: str, reporter: str, msg: ParsedMessage, now: datetime, due: dict[str, str]
+    ) -> Outgoing:
+        promises = [_CLOCK_PROMISES[name].format(when=when) for name, when in due.items()]
+        if self.config.policy.update_every is not None:
+            every = self.config.policy.update_every.human()
+            promises.append(f"an update at least every {every} while the report is open")
+        # The receipt never quotes the sender's text (not even the subject): a forged From must
+        # not turn triaged into a relay of someone else's words.
+        return self.composer.build(
+            kind="receipt",
+            to=reporter,
+            subject="Your report was received",
+            template="receipt.txt",
+            context={"tag": tag(report_id), "promises": promises},
+            now=now,
+            report_id=report_id,
+            in_reply_to=msg.message_id,
+            references=msg.references,
+            auto="auto-replied",
+        )
+
+    def _followup(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
+        report_id = decision.report_id
+        assert report_id is not None
+        now = incoming.received
+        number = self._store(incoming, msg, c.FOLLOWUP, decision.reason, report_id)
+        self.store.event(report_id, now, "followup", actor=msg.from_addr, message=number)
+        report = self.store.report(report_id)
+        text, truncated = _cap(msg.text)
+        context = {
+            "sender": msg.from_addr,
+            "title": report["title"] if report else "",
+            "attachments": msg.attachments,
+            "text": text,
+            "truncated": truncated,
+        }
+        out = [
+            self.composer.build(
+                kind="forward",
+                to=member,
+                subject=f"Follow-up from {msg.from_addr}",
+                template="followup.txt",
+                context=context,
+                now=now,
+                report_id=report_id,
+                auto="auto-generated",
+                reply_to=self.dispatcher.reply_to(report_id, member),
+            )
+            for member in self.config.maintainers.members
+        ]
+        if report is not None and report["waiting"]:
+            self.store.conn.execute(
+                "UPDATE reports SET waiting = 0, updated_at = ? WHERE id = ?", (ts(now), report_id)
+            )
+            self.store.event(report_id, now, "waiting_over", actor=msg.from_addr, message=number)
+        role = self.store.participants(report_id).get(msg.from_addr or "")
+        out += self.dispatcher.reporter(msg, report_id, number, now, role == "reporter")
+        enqueue(self.store, out, now)
+        return c.FOLLOWUP
+
+    def _maintainer(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
+        number = self._store(incoming, msg, c.MAINTAINER, decision.reason, decision.report_id)
+        if decision.report_id is None:
+            log.info("intake: maintainer mail from %s about no report stored", msg.from_addr)
+            return c.MAINTAINER
+        out = self.dispatcher.maintainer(msg, decision.report_id, number, incoming.received)
+        enqueue(self.store, out, incoming.received)
+        return c.MAINTAINER
+
+    def _automatic(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
+        number = self._store(incoming, msg, c.AUTOMATIC, decision.reason, decision.report_id)
+        if decision.report_id is not None:
+            self.store.event(
+                decision.report_id,
+                incoming.received,
+                "automatic",
+                actor=msg.from_addr,
+                message=number,
+                reason=decision.reason,
+            )
+        log.info("intake: automatic mail from %s stored: %s", msg.from_addr, decision.reason)
+        return c.AUTOMATIC
+
+    def _unverified(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
+        claimed = decision.report_id
+        # Held apart: the message is not linked to the report it claims.
+        reason = f"claims report {claimed}: {decision.reason}"
+        number = self._store(incoming, msg, c.UNVERIFIED, reason, None)
+        self.store.event(
+            None, incoming.received, "held", actor=msg.from_addr, message=number, claimed=claimed
+        )
+        out = [
+            self.composer.build(
+                kind="held",
+                to=member,
+                subject=f"Held: a non-participant wrote about report {claimed}",
+                template="held.txt",
+                context={"sender": msg.from_addr, "subject": msg.subject, "message_number": number},
+                now=incoming.received,
+                report_id=claimed,
+                auto="auto-generated",
+                reply_to=self.dispatcher.reply_to(claimed, member),
+            )
+            for member in self.config.maintainers.members
+        ]
+        enqueue(self.store, out, incoming.received)
+        log.warning("intake: held message from %s: %s", msg.from_addr, reason)
+        return c.UNVERIFIED
+
+    def _loop(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
+        self._store(incoming, msg, c.LOOP, decision.reason, decision.report_id)
+        log.warning("intake: mail from our own address stored and ignored (loop protection)")
+        return c.LOOP
+
+
+def _cap(text: str) -> tuple[str, bool]:
+    if len(text) <= TEXT_FOR_MAINTAINERS:
+        return text, False
+    return text[:TEXT_FOR_MAINTAINERS], True
+
+
+def _uid_order(uid: str) -> tuple[int, str]:
+    return (int(uid), "") if uid.isdigit() else (0, uid)

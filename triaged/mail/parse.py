@@ -1,0 +1,1035 @@
+"""Parsing one raw message into the few fields triaged acts on: bytes in, fields out.
+
+Everything here treats the message as hostile. `parse` checks the size caps before the parser
+sees a byte, parses once with the stdlib's tolerant compat32 parser (with the MIME depth and
+part count enforced while it runs, and a linear boundary lookup), walks the tree once without
+recursion, and degrades rather than fails on broken headers, bogus charsets, NUL bytes or bad
+encodings. The only exception that leaves `parse` is `UnsafeMessage`: for a message that breaks
+a cap or cannot be read at all, which intake quarantines.
+
+Every str field that could end up in a header of a mail triaged sends is single-line and free
+of control characters (`clean_header_text`). No I/O, no logging.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import encodings
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.feedparser import BytesFeedParser
+from email.message import Message
+from email.policy import Policy, compat32
+from email.utils import parsedate_to_datetime
+from email.utils import unquote as _unquote_param
+from encodings.aliases import aliases as _CODEC_ALIASES
+from typing import TYPE_CHECKING, Any, cast
+
+from triaged.config import LimitsConfig
+from triaged.errors import UnsafeMessage
+
+__all__ = [
+    "Attachment",
+    "OpenPGPStatus",
+    "ParsedMessage",
+    "Signature",
+    "clean_header_text",
+    "parse",
+]
+
+MAX_SUBJECT = 300
+MAX_NAME = 300
+MAX_FILENAME = 200
+MAX_MESSAGE_ID = 998
+MAX_REFERENCES = 100
+MAX_BOUNDARY = 200  # RFC 2046 says 70
+MAX_PARAMS_CHARS = 16384  # of a Content-Type or Content-Disposition value
+MAX_AUTH_RESULTS = 8192  # an Authentication-Results value is long; it is sanitized, not cut short
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str  # sanitized (no path separators, no control chars, <= 200 chars), "" if none
+    content_type: str  # e.g. "application/pdf", lowercased; "application/octet-stream" if bogus
+    # Decoded payload size in bytes, or the raw size if undecodable; for a message/* part (a
+    # forwarded message, a delivery-status report) the raw size of everything inside it.
+    size: int
+
+
+# What a signature check can say. Expired or revoked signing keys count as bad: the signature
+# proves nothing about the sender today.
+GOOD = "good"
+BAD = "bad"
+UNKNOWN_KEY = "unknown key"
+
+
+@dataclass(frozen=True)
+class Signature:
+    status: str  # GOOD, BAD or UNKNOWN_KEY
+    # The signing key's primary fingerprint when GOOD; else the key ID or fingerprint the
+    # signature names, if any.
+    fingerprint: str | None
+    # True when the signature covers the whole text commands are read from, with nothing
+    # unsigned around it.
+    whole: bool
+    # True when GOOD and made by the key triaged holds for the From address.
+    by_sender: bool = False
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.status == GOOD:
+            whose = "the sender's key" if self.by_sender else "not a key of the sender"
+            text = f"good, by {self.fingerprint} ({whose})"
+        elif self.status == BAD:
+            text = "BAD" + (f": {self.detail}" if self.detail else "")
+        else:
+            text = "by an unknown key" + (f" ({self.fingerprint})" if self.fingerprint else "")
+        if not self.whole:
+            text += "; it covers only part of the message"
+        return text
+
+
+@dataclass(frozen=True)
+class KeyOutcome:
+    """What became of a key a message carried, for the sender's address."""
+
+    address: str
+    source: str  # "attachment" or "autocrypt"
+    fingerprint: str | None
+    imported: bool
+    reason: str  # why not, or "new" / "replaced" / "already known"
+
+
+@dataclass(frozen=True)
+class OpenPGPStatus:
+    encrypted: bool  # the message, or its text, was encrypted
+    decrypted: bool  # ... and triaged could read it
+    problem: str | None  # why an encrypted message could not be read
+    signature: Signature | None
+    keys: tuple[KeyOutcome, ...] = ()  # the keys it carried for its sender, and their fate
+
+    def describe(self) -> str:
+        parts = []
+        if self.encrypted:
+            parts.append("decrypted" if self.decrypted else f"NOT decrypted: {self.problem}")
+        if self.signature is not None:
+            parts.append(f"signature {self.signature.describe()}")
+        elif self.encrypted:
+            parts.append("not signed")
+        for key in self.keys:
+            if key.imported:
+                parts.append(f"key {key.fingerprint} ({key.source}) taken for {key.address}")
+            elif key.reason != "already known":
+                parts.append(f"key ({key.source}) not taken: {key.reason}")
+        return "; ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "encrypted": self.encrypted,
+            "decrypted": self.decrypted,
+            "problem": self.problem,
+            "signature": None,
+        }
+        if self.signature is not None:
+            sig = self.signature
+            data["signature"] = {
+                "status": sig.status,
+                "fingerprint": sig.fingerprint,
+                "whole": sig.whole,
+                "by_sender": sig.by_sender,
+                "detail": sig.detail,
+            }
+        data["keys"] = [
+            {
+                "address": k.address,
+                "source": k.source,
+                "fingerprint": k.fingerprint,
+                "imported": k.imported,
+                "reason": k.reason,
+            }
+            for k in self.keys
+        ]
+        return data
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    message_id: str | None  # "<...>" form, sanitized, <= 998 chars; None if absent or garbage
+    in_reply_to: tuple[str, ...]  # message-ids in In-Reply-To, "<...>" form
+    references: tuple[str, ...]  # message-ids in References, the last 100
+    from_addr: str | None  # the one author's addr-spec, lowercased; None if none or several
+    from_name: str  # its display name, decoded and sanitized ("" if none)
+    to_addrs: tuple[str, ...]  # addr-specs of To, Cc and Delivered-To, lowercased, no repeats
+    subject: str  # RFC 2047-decoded, sanitized single line, <= 300 chars
+    date: datetime | None  # aware ("-0000" is taken as UTC); None if absent or garbage
+    auto_reason: str | None  # why this is automatic mail (RFC 3834 and practice), else None
+    # The first text/plain part that is not an attachment nor inside a message/* part, decoded
+    # (unknown charset: UTF-8 with replacement), NULs removed, line ends as "\n", capped at
+    # limits.max_text_chars; "" if there is none (HTML is never rendered).
+    text: str
+    # True when `text` is the first leaf reached through the first child of every container
+    # (or any child of a multipart/alternative on that chain): where commands are read.
+    text_is_first_part: bool
+    # Every leaf that is an attachment (disposition "attachment", or a file name without
+    # "inline") or is not text/*, and every message/* part; not containers, not the body.
+    attachments: tuple[Attachment, ...]
+    authentication_results: tuple[str, ...]  # raw values, unfolded and sanitized, in order
+    # The first Return-Path: "" for the null path "<>", its address lowercased, else its
+    # sanitized text; None when absent.
+    return_path: str | None
+    # How the message was protected, set by intake after `triaged.mail.openpgp` opened it;
+    # None for mail that was neither encrypted nor signed (and always None from `parse`).
+    openpgp: OpenPGPStatus | None = None
+
+
+# --- making text safe -------------------------------------------------------------------------
+
+# C0, DEL, C1 (which holds U+0085), the Unicode line and paragraph separators, the bidi
+# embedding/override/isolate controls, and lone surrogates.
+_UNSAFE_CHARS = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]+"
+)
+
+
+def clean_header_text(value: str, max_len: int = 300) -> str:
+    """Makes `value` safe for one header line: decodes nothing.
+
+    Every control character (C0, DEL, C1 with U+0085, U+2028/U+2029, bidi overrides) becomes
+    a space, runs of whitespace collapse to one space, the ends are stripped, and the result
+    is cut to `max_len` characters.
+    """
+    if max_len <= 0:
+        return ""
+    text = " ".join(_UNSAFE_CHARS.sub(" ", value).split())
+    if len(text) > max_len:
+        text = text[:max_len].rstrip()
+    return text
+
+
+def _text(value: str) -> str:
+    """A raw header value as the parser left it (8-bit bytes as surrogates) -> real text.
+
+    Raw 8-bit bytes are read as UTF-8 when they are valid UTF-8, else as windows-1252 (a
+    superset of latin-1 for text).
+    """
+    if value.isascii():
+        return value
+    try:
+        data = value.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return value  # already text (not from the bytes parser)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")
+
+
+def _unfold(value: str) -> str:
+    return value.replace("\r\n", "").replace("\n", "").replace("\r", "")
+
+
+# --- charsets ---------------------------------------------------------------------------------
+
+# Only names Python knows are looked up: looking up arbitrary names grows the codec registry's
+# cache of misses without bound, and hostile mail can carry any number of made-up charsets.
+_KNOWN_CODECS = (
+    frozenset(_CODEC_ALIASES)
+    | frozenset(_CODEC_ALIASES.values())
+    | frozenset(
+        (
+            "cp1006",
+            "cp720",
+            "cp737",
+            "cp856",
+            "cp874",
+            "cp875",
+            "koi8_t",
+            "koi8_u",
+            "mac_arabic",
+            "mac_croatian",
+            "mac_farsi",
+            "mac_romanian",
+            "palmos",
+            "utf_8_sig",
+        )
+    )
+)
+_EXTRA_ALIASES = {
+    "windows_874": "cp874",
+    "x_mac_roman": "mac_roman",
+    "x_sjis": "shift_jis",
+    "x_euc_jp": "euc_jp",
+    "unknown_8bit": "utf_8",
+    "x_unknown": "utf_8",
+}
+# Never decode with these, whatever a message asks for.
+_REFUSED_CODECS = frozenset(
+    ("unicode_escape", "raw_unicode_escape", "idna", "punycode", "undefined", "mbcs", "oem")
+)
+
+
+@functools.cache  # keys come from _KNOWN_CODECS: bounded
+def _lookup_codec(name: str) -> str:
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        return "utf-8"
+    if not getattr(info, "_is_text_encoding", True):
+        return "utf-8"
+    if encodings.normalize_encoding(info.name).replace("-", "_") in _REFUSED_CODECS:
+        return "utf-8"
+    return info.name
+
+
+def _codec(charset: str | None) -> str:
+    """A Python codec name for a MIME charset; UTF-8 for anything unknown, bogus or unsafe."""
+    if not charset:
+        return "utf-8"
+    name = charset.strip().strip("\"'").lower()
+    if not name or len(name) > 40 or not name.isascii():
+        return "utf-8"
+    norm = encodings.normalize_encoding(name)
+    norm = _EXTRA_ALIASES.get(norm, norm)
+    if norm in _REFUSED_CODECS:
+        return "utf-8"
+    if norm not in _KNOWN_CODECS:
+        norm = norm.replace(".", "_")
+        if norm not in _KNOWN_CODECS:
+            return "utf-8"
+    codec = _lookup_codec(norm)
+    # US-ASCII text with 8-bit bytes in it is nearly always UTF-8; UTF-8 is a superset.
+    return "utf-8" if codec == "ascii" else codec
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    try:
+        return data.decode(_codec(charset), "replace")
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        return data.decode("utf-8", "replace")
+
+
+def _decode_text(data: bytes, charset: str | None, truncated: bool = False) -> str:
+    """A text part's payload: its charset, or for none / US-ASCII, UTF-8 if it is valid UTF-8
+    and windows-1252 otherwise (8-bit text labelled as nothing is usually one of the two)."""
+    label = (charset or "").strip().strip("\"'").lower()
+    if label not in ("", "us-ascii", "ascii"):
+        return _decode_bytes(data, charset)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if truncated and exc.reason == "unexpected end of data":  # cut short by the cap
+            return data.decode("utf-8", "replace")
+        return data.decode("cp1252", "replace")
+
+
+# --- RFC 2047 encoded words -------------------------------------------------------------------
+
+# Bounded and linear: no part of an encoded word may contain "?" or whitespace.
+_ENCODED_WORD = re.compile(r"=\?([^?\s]{1,75})\?([BbQq])\?([^?\s]*)\?=")
+
+
+def _decode_word(encoding: str, payload: str) -> bytes | None:
+    if not payload.isascii():
+        return None
+    try:
+        if encoding in "Qq":
+            return binascii.a2b_qp(payload.encode("ascii"), header=True)
+        missing = -len(payload) % 4
+        if missing == 3:
+            return None
+        return binascii.a2b_base64(payload + "=" * missing)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _decode_words(value: str) -> str:
+    """Decodes the RFC 2047 encoded words of an unfolded header value; never raises.
+
+    Whitespace between two encoded words is dropped, adjacent words in the same charset are
+    joined before decoding (a character may be split across words), an unknown charset
+    decodes as UTF-8 with replacement, and a broken word is left as it is.
+    """
+    if "=?" not in value:
+        return value
+    out: list[str] = []
+    pending: list[bytes] = []
+    pending_charset = ""
+    pos = 0
+    previous_was_word = False
+
+    def flush() -> None:
+        if pending:
+            out.append(_decode_bytes(b"".join(pending), pending_charset))
+            pending.clear()
+
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[pos : match.start()]
+        charset, encoding, payload = match.groups()
+        charset = charset.split("*", 1)[0].lower()  # RFC 2231 language suffix
+        data = _decode_word(encoding, payload)
+        pos = match.end()
+        if data is None:
+            flush()
+            out.append(between + match.group())
+            previous_was_word = False
+            continue
+        if not (previous_was_word and not between.strip()):
+            flush()
+            out.append(between)
+        elif pending and charset != pending_charset:
+            flush()
+        pending.append(data)
+        pending_charset = charset
+        previous_was_word = True
+    flush()
+    out.append(value[pos:])
+    return "".join(out)
+
+
+def _header_text(raw: str, max_len: int, *, decode: bool = True) -> str:
+    """A raw header value -> decoded, sanitized single line; degrades instead of failing."""
+    try:
+        text = _unfold(_text(raw))
+        if decode:
+            text = _decode_words(text)
+        return clean_header_text(text, max_len)
+    except Exception:
+        return clean_header_text(raw.encode("utf-8", "replace").decode("utf-8", "replace"), max_len)
+
+
+# --- MIME parameters (linear; the stdlib's parameter splitting is quadratic) -------------------
+
+# One parameter: runs of plain characters, quoted strings (to their closing quote, or the end),
+# and backslash escapes. The alternatives start with different characters: no backtracking.
+_PARAM_PIECE = re.compile(r'(?:[^";\\]+|"(?:[^"\\]|\\.)*"?|\\.?)*', re.DOTALL)
+
+
+def _split_params(value: str) -> list[str]:
+    """Splits a header value on the semicolons that are not inside a quoted string.
+
+    Only the first MAX_PARAMS_CHARS characters count: nothing legitimate is longer, and the
+    parser asks for the boundary of every multipart part.
+    """
+    value = value[:MAX_PARAMS_CHARS]
+    if '"' not in value and "\\" not in value:
+        return value.split(";")
+    pieces: list[str] = []
+    pos = 0
+    while True:
+        match = _PARAM_PIECE.match(value, pos)
+        end = match.end() if match else len(value)
+        pieces.append(value[pos:end])
+        if end >= len(value):
+            return pieces
+        pos = end + 1
+
+
+def content_params(value: str) -> tuple[str, dict[str, str]]:
+    """("main value" lowercased, {parameter name lowercased: raw value}); first one wins."""
+    pieces = _split_params(value)
+    params: dict[str, str] = {}
+    for piece in pieces[1:]:
+        name, sep, raw = piece.partition("=")
+        if sep:
+            params.setdefault(name.strip().lower(), raw.strip())
+    return pieces[0].strip().lower(), params
+
+
+def _pct_decode(value: str) -> bytes:
+    try:
+        data = value.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        data = value.encode("utf-8", "replace")
+    return re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes((int(m.group(1), 16),)), data)
+
+
+def content_param(params: dict[str, str], key: str) -> str | None:
+    """A parameter's value, unquoted, with RFC 2231 extended and continued values decoded."""
+    if key in params:
+        return _unquote_param(params[key])
+    extended = params.get(key + "*")
+    if extended is not None:
+        charset, _, rest = _unquote_param(extended).partition("'")
+        _, _, text = rest.partition("'")
+        return _decode_bytes(_pct_decode(text), charset)
+    if key + "*0" not in params and key + "*0*" not in params:
+        return None
+    chunks: list[bytes] = []
+    charset = ""
+    for index in range(100):
+        plain = params.get(f"{key}*{index}")
+        if plain is not None:
+            chunks.append(_unquote_param(plain).encode("utf-8", "surrogateescape"))
+            continue
+        piece = params.get(f"{key}*{index}*")
+        if piece is None:
+            break
+        encoded = _unquote_param(piece)
+        if index == 0:
+            charset, _, rest = encoded.partition("'")
+            _, _, encoded = rest.partition("'")
+        chunks.append(_pct_decode(encoded))
+    return _decode_bytes(b"".join(chunks), charset or "utf-8")
+
+
+def first_raw(part: Message, name: str) -> str | None:
+    for key, value in part.raw_items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+
+class _Message(Message):
+    """A compat32 Message whose boundary lookup is linear in the header's length.
+
+    The stdlib's get_boundary splits parameters in quadratic time (an unbalanced quote
+    followed by many semicolons takes seconds per 100 KB), and the parser calls it for every
+    multipart part, whose headers are not bounded by the top-level header cap. Boundaries
+    longer than MAX_BOUNDARY are ignored.
+    """
+
+    def get_boundary(self, failobj: Any = None) -> Any:
+        raw = first_raw(self, "content-type")
+        if raw is None:
+            return failobj
+        boundary = content_param(content_params(raw)[1], "boundary")
+        if boundary is None:
+            return failobj
+        boundary = _unquote_param(boundary).rstrip()
+        # RFC 2046 allows 70 characters; the parser compiles the boundary into a regular
+        # expression, which takes seconds for a megabyte. Too long counts as no boundary:
+        # the part's body stays one opaque payload.
+        return boundary if len(boundary) <= MAX_BOUNDARY else failobj
+
+
+if TYPE_CHECKING:
+    _FeedParser = BytesFeedParser[_Message]
+else:  # not subscriptable at run time
+    _FeedParser = BytesFeedParser
+
+
+class _Parser(_FeedParser):
+    """compat32's feed parser, refusing too deep nesting and too many parts as it goes.
+
+    Each nested part is one level of recursion inside the stdlib parser; checking as each
+    part is created stops a 10,000-level message at the limit instead of deep in the stack.
+    """
+
+    def __init__(self, max_depth: int, max_parts: int) -> None:
+        super().__init__(_Message, policy=cast("Policy[_Message]", compat32))
+        self._max_depth = max_depth
+        self._max_parts = max_parts
+        self._parts = 0
+
+    def _new_message(self) -> None:
+        self._parts += 1
+        if self._parts > self._max_parts:
+            raise UnsafeMessage(f"more than {self._max_parts} MIME parts")
+        state: Any = self
+        # _msgstack holds the part being parsed and its ancestors.
+        if len(state._msgstack) > self._max_depth:
+            raise UnsafeMessage(f"MIME nesting deeper than {self._max_depth}")
+        parent: Any = super()
+        parent._new_message()
+
+
+def parse_tree(raw: bytes, limits: LimitsConfig) -> Message:
+    parser = _Parser(limits.max_mime_depth, limits.max_parts)
+    try:
+        parser.feed(raw)
+        return parser.close()
+    except UnsafeMessage:
+        raise
+    except RecursionError:
+        raise UnsafeMessage(f"MIME nesting deeper than {limits.max_mime_depth}") from None
+    except Exception as exc:
+        raise UnsafeMessage(f"unparseable message ({type(exc).__name__})") from None
+
+
+# The parser's own test for a header line (feedparser.headerRE), on bytes.
+_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
+HEADER_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))")
+
+
+def _check_header_block(raw: bytes, limits: LimitsConfig) -> None:
+    """The header block is the lines before the first empty line (or the first line that is not
+    a header line, where the parser stops too); caps its size and its number of fields."""
+    limit = limits.max_header_bytes
+    window = raw[: limit + 4]
+    end = HEADER_END.search(window)
+    size = 0
+    fields = 0
+    for line in window[: end.start() if end else len(window)].splitlines(keepends=True):
+        if not _HEADER_LINE.match(line):
+            break
+        size += len(line)
+        if line[:1] not in (b" ", b"\t"):
+            fields += 1
+            if fields > limits.max_headers:
+                raise UnsafeMessage("too many headers")
+    else:
+        if end is None and len(raw) > len(window):
+            raise UnsafeMessage("header too large")
+    if size > limit:
+        raise UnsafeMessage("header too large")
+
+
+# --- addresses --------------------------------------------------------------------------------
+
+_ADDR_SPEC = re.compile(
+    r"[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@"
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+)
+_ADDR_RUN = re.compile(r'[^"()<>,;:\\]+')
+_ANGLE_RUN = re.compile(r'[^"()<>\\]+')
+_COMMENT_RUN = re.compile(r"[^()\\]+")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"?', re.DOTALL)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+_AROUND_SPECIALS = re.compile(r"\s*([@.])\s*")
+
+
+def _valid_addr(candidate: str) -> str | None:
+    addr = candidate.rsplit(":", 1)[-1]  # an obsolete source route: <@relay:user@host>
+    addr = "".join(addr.split()).lower()
+    if len(addr) > 254 or not _ADDR_SPEC.fullmatch(addr):
+        return None
+    return addr
+
+
+def _mailboxes(value: str) -> list[tuple[str, str]]:
+    """(display name, address candidate) for each mailbox of an address-list header.
+
+    A linear scanner honouring quoted strings, nested comments, angle brackets and groups;
+    the stdlib's getaddresses recurses (RecursionError on "((((...") and is slower. The
+    display name is not decoded here: it is split off before any encoded word is decoded, so
+    an encoded "<x@y>" in a name can never become an address.
+    """
+    result: list[tuple[str, str]] = []
+    phrase: list[str] = []
+    comment: list[str] = []
+    angle: list[str] | None = None
+    in_angle = False
+    depth = 0
+    pos = 0
+    length = len(value)
+
+    def flush() -> None:
+        nonlocal angle, in_angle
+        name = " ".join("".join(phrase).split())
+        if angle is not None:
+            result.append((name, "".join(angle)))
+        elif name:
+            bare = _AROUND_SPECIALS.sub(r"\1", name)
+            result.append((" ".join("".join(comment).split()), bare))
+        phrase.clear()
+        comment.clear()
+        angle = None
+        in_angle = False
+
+    while pos < length:
+        char = value[pos]
+        if depth:
+            if char == "(":
+                depth += 1
+            elif char == ")":
+                depth -= 1
+                comment.append(" ")
+            elif char == "\\":
+                comment.append(value[pos + 1 : pos + 2])
+                pos += 2
+                continue
+            else:
+                run = _COMMENT_RUN.match(value, pos)
+                assert run is not None
+                comment.append(run.group())
+                pos = run.end()
+                continue
+        elif char == '"':
+            quoted = _QUOTED.match(value, pos)
+            assert quoted is not None
+            text = _QUOTED_PAIR.sub(r"\1", quoted.group(1))
+            if in_angle and angle is not None:
+                angle.append(f'"{text}"')
+            else:
+                phrase.append(text)
+            pos = quoted.end()
+            continue
+        elif char == "(":
+            depth = 1
+        elif in_angle and angle is not None:
+            if char == ">":
+                in_angle = False
+            elif char == "<":
+                angle.clear()
+            else:
+                run = _ANGLE_RUN.match(value, pos)
+                if run is None:  # a lone backslash
+                    angle.append(char)
+                else:
+                    angle.append(run.group())
+                    pos = run.end()
+                    continue
+        elif char == "<":
+            in_angle = True
+            angle = []
+        elif char in ",;":
+            flush()
+        elif char == ":":
+            phrase.clear()  # a group's name
+        else:
+            run = _ADDR_RUN.match(value, pos)
+            if run is None:  # a lone backslash or ">"
+                phrase.append(char)
+            else:
+                phrase.append(run.group())
+                pos = run.end()
+                continue
+        pos += 1
+    flush()
+    return result
+
+
+def _addresses(raw_values: Iterable[str]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for raw in raw_values:
+        try:
+            for _, candidate in _mailboxes(_unfold(_text(raw))):
+                addr = _valid_addr(candidate)
+                if addr is not None:
+                    seen.setdefault(addr, None)
+        except Exception:  # noqa: S112 - one broken header must not lose the others
+            continue
+    return tuple(seen)
+
+
+def _from(raw: str | None) -> tuple[str | None, str, bool]:
+    """(first valid address, its display name, whether any mailbox is a mailer daemon)."""
+    if raw is None:
+        return None, "", False
+    try:
+        boxes = _mailboxes(_unfold(_text(raw)))
+    except Exception:
+        return None, "", False
+    daemon = any(
+        "".join(candidate.split()).rsplit(":", 1)[-1].split("@", 1)[0].lower()
+        in ("mailer-daemon", "postmaster")
+        for _, candidate in boxes
+    )
+    valid = [(addr, name) for name, candidate in boxes if (addr := _valid_addr(candidate))]
+    if len({addr for addr, _ in valid}) != 1:
+        # None, or several authors: nothing to answer and nothing DMARC could vouch for.
+        return None, "", daemon
+    addr, name = valid[0]
+    return addr, _header_text(name, MAX_NAME), daemon
+
+
+def _return_path(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    value = _unfold(_text(raw)).strip()
+    if not value or re.fullmatch(r"<\s*>", value):
+        return ""
+    try:
+        for _, candidate in _mailboxes(value):
+            addr = _valid_addr(candidate)
+            if addr is not None:
+                return addr
+    except Exception:  # noqa: S110 - falls back to the sanitized raw value below
+        pass
+    return clean_header_text(value, MAX_NAME)
+
+
+# --- message ids ------------------------------------------------------------------------------
+
+_ANGLE_TOKEN = re.compile(r"<([^<>]{1,2000})>")
+_BARE_ID = re.compile(r"[^\s<>@]+@[^\s<>@]+")
+_ID_JUNK = re.compile("[\\s\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]+")
+
+
+def _message_ids(raw: str | None) -> list[str]:
+    if raw is None:
+        return []
+    try:
+        value = _text(raw)
+        ids: list[str] = []
+        for match in _ANGLE_TOKEN.finditer(value):
+            inner = _ID_JUNK.sub("", match.group(1))
+            if inner and len(inner) + 2 <= MAX_MESSAGE_ID:
+                ids.append(f"<{inner}>")
+        if not ids:
+            bare = _ID_JUNK.sub(" ", value).strip()
+            if _BARE_ID.fullmatch(bare) and len(bare) + 2 <= MAX_MESSAGE_ID:
+                ids.append(f"<{bare}>")
+        return ids
+    except Exception:
+        return []
+
+
+# --- the rest of the top-level headers --------------------------------------------------------
+
+
+def _date(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        text = clean_header_text(_text(raw), 200)
+        if not text:
+            return None
+        value = parsedate_to_datetime(text)
+        if value.tzinfo is None:  # "-0000": the time is UTC, the zone unknown
+            value = value.replace(tzinfo=UTC)
+        return value
+    except Exception:
+        return None
+
+
+def _simple_value(raw: str) -> str:
+    """A structured field's main token: comments and parameters removed, lowercased."""
+    text = _unfold(_text(raw))
+    text = re.sub(r"\([^()]*\)", " ", text).split(";", 1)[0]
+    return clean_header_text(text, 60).lower()
+
+
+# The top-level headers read once each (the first occurrence).
+_SINGLE = frozenset(
+    (
+        "message-id",
+        "in-reply-to",
+        "references",
+        "from",
+        "subject",
+        "date",
+        "auto-submitted",
+        "precedence",
+        "return-path",
+        "content-type",
+    )
+)
+_RECIPIENTS = frozenset(("to", "cc", "delivered-to"))
+_AUTOREPLY = frozenset(("x-autoreply", "x-autorespond"))
+_REPORT_TYPES = frozenset(("delivery-status", "disposition-notification"))
+_STATUS_PARTS = frozenset(
+    (
+        "message/delivery-status",
+        "message/global-delivery-status",
+        "message/disposition-notification",
+        "message/global-disposition-notification",
+    )
+)
+
+
+# --- the walk ---------------------------------------------------------------------------------
+
+_CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,127}")
+_EOL = re.compile(r"\r\n?")
+
+
+def _safe_type(ctype: str) -> str:
+    return ctype if _CONTENT_TYPE.fullmatch(ctype) else "application/octet-stream"
+
+
+def _filename(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        name = _decode_words(_text(value))
+    except Exception:
+        name = value
+    name = re.split(r"[/\\]", name)[-1]
+    name = clean_header_text(name, MAX_FILENAME)
+    return "" if name in (".", "..") else name
+
+
+def _payload_bytes(part: Message) -> tuple[bytes | None, int]:
+    """(decoded payload or None, size): the size is the raw one when decoding failed."""
+    payload = part.get_payload()
+    raw_size = len(payload) if isinstance(payload, str) else 0
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        return None, raw_size
+    if isinstance(data, bytes):
+        return data, len(data)
+    return None, raw_size
+
+
+def _tree_size(part: Message) -> int:
+    """Raw size of a message/* part: its headers and every payload below it."""
+    size = 0
+    stack = [part]
+    while stack:
+        node = stack.pop()
+        size += sum(len(name) + len(value) + 4 for name, value in node.raw_items())
+        payload = node.get_payload()
+        if isinstance(payload, list):
+            stack.extend(child for child in payload if isinstance(child, Message))
+        elif isinstance(payload, str):
+            size += len(payload)
+    return size
+
+
+@dataclass
+class _Walk:
+    text: str = ""
+    text_is_first_part: bool = False
+    attachments: tuple[Attachment, ...] = ()
+    status_part: bool = False
+
+
+def _walk(root: Message, limits: LimitsConfig) -> _Walk:
+    """One iterative, depth-first walk: the body text, the attachments, status report parts.
+
+    Nothing inside a message/* part (a forwarded message, a bounce's returned copy) is
+    looked at: its text is not the body and its report parts do not make this one a report.
+    """
+    result = _Walk()
+    body: Message | None = None
+    attachments: list[Attachment] = []
+    # (part, on the first-part chain): the first child of each container, or any child of a
+    # multipart/alternative on that chain (alternatives are the same content).
+    stack: list[tuple[Message, bool]] = [(root, True)]
+    while stack:
+        part, first = stack.pop()
+        ctype = part.get_content_type()
+        payload = part.get_payload()
+        if isinstance(payload, list) and ctype.startswith("multipart/"):
+            alternative = ctype == "multipart/alternative"
+            for index in range(len(payload) - 1, -1, -1):
+                child = payload[index]
+                if isinstance(child, Message):
+                    stack.append((child, first and (index == 0 or alternative)))
+            continue
+        raw_type = first_raw(part, "content-type")
+        type_params = content_params(raw_type)[1] if raw_type is not None else {}
+        raw_disposition = first_raw(part, "content-disposition")
+        disposition, disposition_params = (
+            content_params(raw_disposition) if raw_disposition is not None else ("", {})
+        )
+        name = content_param(disposition_params, "filename") or content_param(type_params, "name")
+        is_attachment = disposition == "attachment" or (bool(name) and disposition != "inline")
+        if isinstance(payload, list):  # message/*: parsed, but a single opaque attachment
+            if ctype in _STATUS_PARTS:
+                result.status_part = True
+            attachments.append(Attachment(_filename(name), _safe_type(ctype), _tree_size(part)))
+            continue
+        if ctype == "text/plain" and body is None and not is_attachment:
+            body = part
+            data, _ = _payload_bytes(part)
+            if data is None:
+                data = b""
+            cap = limits.max_text_chars * 4  # bytes enough for max_text_chars characters
+            text = _decode_text(data[:cap], content_param(type_params, "charset"), len(data) > cap)
+            text = _EOL.sub("\n", text.replace("\x00", ""))
+            result.text = text[: limits.max_text_chars]
+            result.text_is_first_part = first
+            continue
+        if is_attachment or not ctype.startswith("text/"):
+            if ctype in _STATUS_PARTS:
+                result.status_part = True
+            _, size = _payload_bytes(part)
+            attachments.append(Attachment(_filename(name), _safe_type(ctype), size))
+    result.attachments = tuple(attachments)
+    return result
+
+
+# --- parse ------------------------------------------------------------------------------------
+
+
+def parse(raw: bytes, limits: LimitsConfig) -> ParsedMessage:
+    """Parses one raw message; raises UnsafeMessage(reason), and nothing else, for any input."""
+    if len(raw) > limits.max_message_size:
+        raise UnsafeMessage(f"too large: {len(raw)} bytes")
+    _check_header_block(raw, limits)
+    root = parse_tree(raw, limits)
+    try:
+        return _extract(root, limits)
+    except UnsafeMessage:
+        raise
+    except RecursionError:
+        raise UnsafeMessage(f"MIME nesting deeper than {limits.max_mime_depth}") from None
+    except Exception as exc:  # the last line of defence: nothing else may leave parse()
+        raise UnsafeMessage(f"unreadable message ({type(exc).__name__})") from None
+
+
+def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
+    single: dict[str, str] = {}
+    recipients: list[str] = []
+    auth_results: list[str] = []
+    list_header = False
+    autoreply_header = False
+    any_header = False
+    from_fields = 0
+    for name, value in root.raw_items():
+        any_header = True
+        key = name.strip().lower()
+        from_fields += key == "from"
+        if key in _SINGLE:
+            single.setdefault(key, value)
+        elif key in _RECIPIENTS:
+            recipients.append(value)
+        elif key == "authentication-results":
+            auth_results.append(_header_text(value, MAX_AUTH_RESULTS, decode=False))
+        elif key.startswith("list-"):
+            list_header = True
+        elif key in _AUTOREPLY:
+            autoreply_header = True
+    if not any_header:
+        raise UnsafeMessage("no header fields")
+
+    message_ids = _message_ids(single.get("message-id"))
+    from_addr, from_name, daemon = _from(single.get("from"))
+    if from_fields > 1:
+        # Two From fields: no single author, so no address to answer or to trust.
+        from_addr, from_name = None, ""
+    return_path = _return_path(single.get("return-path"))
+    walk = _walk(root, limits)
+
+    report = False
+    if root.get_content_type() == "multipart/report":
+        raw_type = single.get("content-type", "")
+        report_type = content_param(content_params(_text(raw_type))[1], "report-type") or ""
+        report = report_type.strip().lower() in _REPORT_TYPES
+
+    auto_reason: str | None = None
+    auto_submitted = single.get("auto-submitted")
+    precedence = _simple_value(single["precedence"]) if "precedence" in single else ""
+    if auto_submitted is not None and _simple_value(auto_submitted) != "no":
+        value = _simple_value(auto_submitted)
+        auto_reason = f"auto-submitted: {value}" if value else "auto-submitted"
+    elif precedence in ("bulk", "junk", "list"):
+        auto_reason = f"precedence: {precedence}"
+    elif list_header:
+        auto_reason = "mailing list"
+    elif autoreply_header:
+        auto_reason = "autoreply header"
+    elif return_path == "":
+        auto_reason = "null return path"
+    elif daemon:
+        auto_reason = "mailer-daemon"
+    elif report or walk.status_part:
+        auto_reason = "delivery status report"
+
+    subject = single.get("subject")
+    return ParsedMessage(
+        message_id=message_ids[0] if message_ids else None,
+        in_reply_to=tuple(_message_ids(single.get("in-reply-to"))[:MAX_REFERENCES]),
+        references=tuple(_message_ids(single.get("references"))[-MAX_REFERENCES:]),
+        from_addr=from_addr,
+        from_name=from_name,
+        to_addrs=_addresses(recipients),
+        subject=_header_text(subject, MAX_SUBJECT) if subject is not None else "",
+        date=_date(single.get("date")),
+        auto_reason=auto_reason,
+        text=walk.text,
+        text_is_first_part=walk.text_is_first_part,
+        attachments=walk.attachments,
+        authentication_results=tuple(auth_results),
+        return_path=return_path,
+    )

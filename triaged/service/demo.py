@@ -1,0 +1,83 @@
+"""The embedded default: a config on local Maildirs, fed with sample reports."""
+
+from __future__ import annotations
+
+import mailbox as std_mailbox
+from importlib import resources
+from pathlib import Path
+
+from triaged.config import Config
+from triaged.store.db import Store
+
+EMBEDDED_CONFIG = """\
+# The embedded default (written by `triaged demo`): no mail server needed.
+# Incoming mail is read from the Maildir ./inbox; what triaged sends is written to the
+# Maildir ./outbox, one complete message per file; the database is ./triaged.db.
+[project]
+name = "Example Project"
+address = "security@example.org"
+timezone = "UTC"
+
+[mailbox]
+url = "maildir:inbox"
+
+[smtp]
+url = "maildir:outbox"
+
+[database]
+path = "triaged.db"
+
+[maintainers]
+members = ["alice@example.org", "bob@example.org"]
+
+[policy]
+acknowledge = "48h"
+respond = "96h"
+update_every = "1w"
+"""
+
+
+def prepare(directory: Path) -> tuple[Path, int]:
+    """Writes the config (once) and feeds the samples into a fresh inbox; returns (config, fed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config_file = directory / "config.toml"
+    fed = 0
+    if not config_file.exists():
+        config_file.write_text(EMBEDDED_CONFIG, encoding="utf-8")
+        inbox = std_mailbox.Maildir(directory / "inbox", create=True)
+        samples = resources.files("triaged") / "samples"
+        for sample in sorted(samples.iterdir(), key=lambda p: p.name):
+            if sample.name.endswith(".eml"):
+                inbox.add(sample.read_bytes())
+                fed += 1
+    return config_file, fed
+
+
+def summarize(config: Config, seen: set[str]) -> list[str]:
+    """One line per report not shown yet, and where its mail went."""
+    store = Store(config.database)
+    try:
+        lines = []
+        for row in store.all("SELECT id, reporter, title FROM reports ORDER BY created_at"):
+            if row["id"] in seen:
+                continue
+            seen.add(row["id"])
+            sent = store.all(
+                "SELECT kind, recipient FROM outbox WHERE report_id = ? ORDER BY id", (row["id"],)
+            )
+            mails = ", ".join(f"{s['kind']} to {s['recipient']}" for s in sent) or "no mail"
+            lines.append(f"report {row['id']} from {row['reporter']}: {row['title']!r} -> {mails}")
+        others = store.all(
+            "SELECT kind, from_addr, reason FROM messages WHERE report_id IS NULL"
+            " AND kind != 'report' ORDER BY id"
+        )
+        for row in others:
+            key = f"m:{row['kind']}:{row['from_addr']}:{row['reason']}"
+            if key not in seen:
+                seen.add(key)
+                lines.append(
+                    f"{row['kind']} mail from {row['from_addr']}: {row['reason']} (not answered)"
+                )
+        return lines
+    finally:
+        store.close()

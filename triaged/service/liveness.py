@@ -1,0 +1,247 @@
+"""Liveness: outages of the mailbox and of SMTP, told to the team once each.
+
+The daemon's loops report how their tries went: `failed(name, now, error)` when the mailbox
+could not be read or the SMTP server did not take mail, `succeeded(name, now)` when it worked.
+The first failure starts an outage. Its start is kept in the `outages` table, so a restart
+during an outage (the watchdog's, say) neither moves the start nor tells the team again.
+
+Once an outage has lasted `[liveness] mailbox_alert_after` / `smtp_alert_after`, the team
+(`maintainers.notify`) gets one mail through the outbox; during an SMTP outage it waits there
+with everything else and goes out when the server takes mail again. When an outage that was
+told ends, one more short mail says so. Server error text goes into the body, never a header.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from triaged.config import Config
+from triaged.core.timefmt import parse_ts, ts
+from triaged.mail.compose import Composer, Outgoing
+from triaged.service.outbox import enqueue
+from triaged.store.db import Store
+
+log = logging.getLogger(__name__)
+
+MAILBOX = "mailbox"
+SMTP = "smtp"
+NAMES = (MAILBOX, SMTP)
+OUTAGE = "outage"
+OUTAGE_OVER = "outage_over"
+
+_SUBJECTS = {
+    (OUTAGE, MAILBOX): "Alert: the security mailbox cannot be read",
+    (OUTAGE, SMTP): "Alert: mail cannot be sent",
+    (OUTAGE_OVER, MAILBOX): "Recovered: the security mailbox can be read again",
+    (OUTAGE_OVER, SMTP): "Recovered: mail can be sent again",
+}
+_WHAT = {MAILBOX: "mailbox", SMTP: "SMTP"}
+MAX_ERROR = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@dataclass(frozen=True)
+class Outage:
+    name: str
+    started_at: datetime
+    last_error: str
+    alerted_at: datetime | None
+
+    def summary(self) -> str:
+        """For STATUS=: "since 2026-05-04 09:12:03 UTC, maintainers alerted"."""
+        text = f"since {self.started_at.strftime('%Y-%m-%d %H:%M:%S')} UTC"
+        return text + (", maintainers alerted" if self.alerted_at is not None else "")
+
+
+def clean_error(error: str) -> str:
+    """One line, of bounded length: the error as stored, shown in STATUS= and in the mail."""
+    text = _CONTROL.sub(" ", error).strip() or "unknown error"
+    return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
+
+
+def human(delta: timedelta) -> str:
+    """ "2 hours 5 minutes", "40 seconds": how long an outage lasted, for mail."""
+    seconds = max(int(delta.total_seconds()), 0)
+    parts = []
+    for name, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {name}{'' if count == 1 else 's'}")
+    if not parts:
+        return f"{seconds} second{'' if seconds == 1 else 's'}"
+    return " ".join(parts[:2])
+
+
+class Liveness:
+    """Records outages in `store` and queues the team's mail about them in its outbox.
+
+    `on_queued` is called after mail was queued (the daemon wakes its outbox worker with it).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        composer: Composer | None = None,
+        on_queued: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.composer = composer or Composer(config)
+        self.on_queued = on_queued
+
+    def alert_after(self, name: str) -> timedelta:
+        settings = self.config.liveness
+        duration = settings.mailbox_alert_after if name == MAILBOX else settings.smtp_alert_after
+        return timedelta(seconds=duration.seconds)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def outage(self, name: str) -> Outage | None:
+        row = self.store.one("SELECT * FROM outages WHERE name = ?", (name,))
+        return None if row is None else _outage(row)
+
+    def outages(self) -> list[Outage]:
+        return [_outage(row) for row in self.store.all("SELECT * FROM outages ORDER BY name")]
+
+    # --- what the loops report -----------------------------------------------------------
+
+    def failed(self, name: str, now: datetime, error: str) -> Outage:
+        """A try failed: starts the outage (or goes on with it); alerts once it is due."""
+        _check_name(name)
+        error = clean_error(error)
+        with self.store.transaction():
+            if self.outage(name) is None:
+                self.store.insert(
+                    "outages",
+                    {
+                        "name": name,
+                        "started_at": ts(now),
+                        "last_error": error,
+                        "updated_at": ts(now),
+                    },
+                )
+            else:
+                self.store.conn.execute(
+                    "UPDATE outages SET last_error = ?, updated_at = ? WHERE name = ?",
+                    (error, ts(now), name),
+                )
+            outage = self.outage(name)
+            assert outage is not None
+            outage, queued = self._alert_if_due(outage, now)
+        self._queued(queued)
+        return outage
+
+    def succeeded(self, name: str, now: datetime) -> Outage | None:
+        """A try worked: ends the outage, if there was one, and returns it."""
+        _check_name(name)
+        if self.outage(name) is None:  # the usual case: a read, no write lock
+            return None
+        with self.store.transaction():
+            outage = self.outage(name)
+            if outage is None:
+                return None
+            self.store.conn.execute("DELETE FROM outages WHERE name = ?", (name,))
+            mail = []
+            if outage.alerted_at is not None:
+                if name == SMTP:
+                    # An alert still waiting (retried with backoff) goes out before the all-clear.
+                    self.store.conn.execute(
+                        "UPDATE outbox SET next_attempt_at = ? WHERE kind = ? AND state = 'pending'"
+                        " AND next_attempt_at > ?",
+                        (ts(now), OUTAGE, ts(now)),
+                    )
+                mail = self._mail(OUTAGE_OVER, outage, now)
+                enqueue(self.store, mail, now)
+        lasted = human(now - outage.started_at)
+        told = "telling the maintainers" if mail else "no alert had been sent"
+        log.info("%s outage over after %s; %s", _WHAT[name], lasted, told)
+        self._queued(bool(mail))
+        return outage
+
+    def check(self, now: datetime) -> int:
+        """Alerts every outage that has now lasted long enough; returns how many."""
+        alerted = 0
+        for outage in self.outages():
+            if outage.alerted_at is not None or not self._due(outage, now):
+                continue
+            with self.store.transaction():
+                # Read again inside the transaction: the other loop may have ended it, or
+                # alerted it, in the meantime.
+                current = self.outage(outage.name)
+                queued = current is not None and self._alert_if_due(current, now)[1]
+            alerted += queued
+            self._queued(queued)
+        return alerted
+
+    # --- inside ----------------------------------------------------------------------------
+
+    def _alert_if_due(self, outage: Outage, now: datetime) -> tuple[Outage, bool]:
+        """Inside a transaction, with `outage` read in it (so two loops never both alert):
+        queues the alert when it is due."""
+        name = outage.name
+        if outage.alerted_at is not None or not self._due(outage, now):
+            return outage, False
+        enqueue(self.store, self._mail(OUTAGE, outage, now), now)
+        self.store.conn.execute("UPDATE outages SET alerted_at = ? WHERE name = ?", (ts(now), name))
+        log.warning(
+            "%s outage since %s UTC: telling the maintainers (%s)",
+            _WHAT[name],
+            outage.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            ", ".join(self.config.maintainers.notify),
+        )
+        return Outage(name, outage.started_at, outage.last_error, now), True
+
+    def _due(self, outage: Outage, now: datetime) -> bool:
+        return now - outage.started_at >= self.alert_after(outage.name)
+
+    def _mail(self, kind: str, outage: Outage, now: datetime) -> list[Outgoing]:
+        endpoint = (
+            self.config.mailbox.endpoint if outage.name == MAILBOX else self.config.smtp.endpoint
+        )
+        context = {
+            "name": outage.name,
+            "endpoint": endpoint.display(),
+            "since": self.composer.when(outage.started_at),
+            "until": self.composer.when(now),
+            "written": self.composer.when(now),
+            "lasted": human(now - outage.started_at),
+            "alert_after": human(self.alert_after(outage.name)),
+            "error": outage.last_error,
+            "waiting": self.store.outbox_backlog(),
+        }
+        return [
+            self.composer.build(
+                kind=kind,
+                to=address,
+                subject=_SUBJECTS[kind, outage.name],
+                template=f"{kind}.txt",
+                context=context,
+                now=now,
+                auto="auto-generated",
+            )
+            for address in self.config.maintainers.notify
+        ]
+
+    def _queued(self, queued: bool) -> None:
+        if queued and self.on_queued is not None:
+            self.on_queued()
+
+
+def _check_name(name: str) -> None:
+    if name not in NAMES:
+        raise ValueError(f"unknown outage {name!r} (one of {', '.join(NAMES)})")
+
+
+def _outage(row: sqlite3.Row) -> Outage:
+    return Outage(
+        name=row["name"],
+        started_at=parse_ts(row["started_at"]),
+        last_error=row["last_error"] or "",
+        alerted_at=parse_ts(row["alerted_at"]) if row["alerted_at"] else None,
+    )

@@ -1,0 +1,203 @@
+"""The daemon's timetable (apscheduler 3): what runs when, besides reading mail.
+
+- a clock pass every minute, and one at start so a daemon that was down catches up;
+- an outbox look every 30 seconds (retries whose time came);
+- the digest on the crontab of `[digest] schedule`, in the project's time zone; one missed
+  while the daemon was down is sent at start (once), never several;
+- a look at the published security.txt's Expires every 6 hours (and at start): the team is
+  warned once before it passes.
+
+Jobs run one at a time on one worker thread, each with its own database connection. The
+scheduler only wakes the work: what is due is decided from SQLite (the clocks' `next_at`,
+the `notices` already sent), so a pass that runs twice sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from triaged.clocks.runner import ClockRunner
+from triaged.config import Config
+from triaged.core.timefmt import parse_ts, ts
+from triaged.mail.compose import Composer
+from triaged.service.outbox import enqueue
+from triaged.store.db import Store
+
+log = logging.getLogger(__name__)
+# apscheduler logs every job run at INFO: a few lines a minute that say nothing to operators.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+CLOCK_PASS_EVERY = timedelta(minutes=1)
+OUTBOX_LOOK_EVERY = timedelta(seconds=30)
+# With no digest sent yet, a schedule slot this recent still counts (the job may start late).
+_FIRST_DIGEST_GRACE = timedelta(minutes=10)
+_DIGEST_KEY = "digest:"
+
+
+def digest_trigger(config: Config) -> CronTrigger:
+    return CronTrigger.from_crontab(config.digest.schedule, timezone=config.project.timezone)
+
+
+def digest_slot(trigger: CronTrigger, last: datetime | None, now: datetime) -> datetime | None:
+    """The latest scheduled instant at or before `now` for which no digest went out yet.
+
+    `last` is the slot of the last digest sent; without one, only a slot in the last few
+    minutes counts (a new install sends none for the past).
+    """
+    start = last if last is not None else now - _FIRST_DIGEST_GRACE
+    slot = None
+    fire = trigger.get_next_fire_time(None, start)
+    # Bounded: a schedule every minute after a long outage still gives one digest.
+    for _ in range(10_000):
+        if fire is None or fire > now:
+            break
+        if last is None or fire > last:
+            slot = fire
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+    return slot
+
+
+def last_digest_slot(store: Store) -> datetime | None:
+    row = store.one(
+        "SELECT key FROM notices WHERE report_id = '' AND key LIKE 'digest:%'"
+        " ORDER BY key DESC LIMIT 1"
+    )
+    return parse_ts(str(row["key"])[len(_DIGEST_KEY) :]) if row else None
+
+
+class Scheduler:
+    """Runs the clock pass and the digest for a daemon; wakes its outbox."""
+
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        clock: Callable[[], datetime],
+        outbox_wake: threading.Event,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.outbox_wake = outbox_wake
+        self.generation: object = None
+        self.lock = threading.Lock()
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+
+    def start(self) -> None:
+        now = datetime.now(UTC)
+        self.scheduler.add_job(
+            self.clock_pass, IntervalTrigger(seconds=60), id="clocks", next_run_time=now
+        )
+        self.scheduler.add_job(
+            self.outbox_wake.set,
+            IntervalTrigger(seconds=OUTBOX_LOOK_EVERY.total_seconds()),
+            id="outbox",
+        )
+        self.scheduler.add_job(
+            self.security_txt_pass, IntervalTrigger(hours=6), id="security-txt", next_run_time=now
+        )
+        self._schedule_digest(now)
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+
+    def reloaded(self) -> None:
+        """After a reload: the policy and the digest schedule may have changed."""
+        if self.scheduler.get_job("digest") is not None:
+            self.scheduler.remove_job("digest")
+        self._schedule_digest(datetime.now(UTC))
+        self.run_clocks_now()
+
+    def run_clocks_now(self) -> None:
+        """Asks for a clock pass at once (the next one of the interval follows as before)."""
+        self.scheduler.add_job(self.clock_pass, id="clocks-now", replace_existing=True)
+
+    def _schedule_digest(self, now: datetime) -> None:
+        config = self.config()
+        if not config.digest.enabled:
+            return
+        # First run at start (to catch up a missed slot), then on the schedule.
+        self.scheduler.add_job(
+            self.digest_pass, digest_trigger(config), id="digest", next_run_time=now
+        )
+
+    # --- the jobs ------------------------------------------------------------------------
+
+    def clock_pass(self) -> int:
+        config = self.config()
+        with self.lock:
+            store = Store(config.database)
+            try:
+                runner = ClockRunner(config, store)
+                if self.generation is not config:
+                    # At start and after a reload: every open report is looked at again.
+                    runner.recompute_all()
+                    self.generation = config
+                sent = runner.run_once(self.clock())
+            except Exception:
+                log.exception("clock pass failed; the next one tries again")
+                return 0
+            finally:
+                store.close()
+        if sent:
+            self.outbox_wake.set()
+        return sent
+
+    def digest_pass(self) -> bool:
+        """Queues the digest when a slot of its schedule passed without one."""
+        # Imported here: the digest module builds on the clocks' tables, not the reverse.
+        from triaged.digest import compose
+
+        def job(config: Config, store: Store, composer: Composer, now: datetime) -> list[Any]:
+            slot = digest_slot(digest_trigger(config), last_digest_slot(store), now)
+            if slot is None:
+                return []
+            out = compose(config, store, composer, now)
+            store.insert(
+                "notices", {"report_id": "", "key": _DIGEST_KEY + ts(slot), "sent_at": ts(now)}
+            )
+            log.info("digest for %s queued for %d address(es)", ts(slot), len(out))
+            return out
+
+        return self._mail_job("digest", job)
+
+    def security_txt_pass(self) -> bool:
+        """Warns the team once when the published security.txt is about to expire."""
+        from triaged.disclosure.securitytxt import expiry_notices
+
+        return self._mail_job("security.txt check", expiry_notices)
+
+    def _mail_job(
+        self, name: str, job: Callable[[Config, Store, Composer, datetime], list[Any]]
+    ) -> bool:
+        """Runs `job` in one transaction with the outbox rows it returns; True when it queued
+        mail. A failure is logged and tried again at the next run."""
+        config = self.config()
+        now = self.clock()
+        with self.lock:
+            store = Store(config.database)
+            try:
+                with store.transaction():
+                    out = job(config, store, Composer(config), now)
+                    enqueue(store, out, now)
+            except Exception:
+                log.exception("%s failed; it is tried again at its next run", name)
+                return False
+            finally:
+                store.close()
+        if out:
+            self.outbox_wake.set()
+        return bool(out)
