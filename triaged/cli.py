@@ -25,6 +25,7 @@ from triaged.errors import (
     TransportError,
 )
 from triaged.logs import setup_logging
+from triaged.mail.parse import OpenPGPStatus
 from triaged.store.db import Store
 from triaged.views import deadline_list, report_detail, report_list
 
@@ -95,6 +96,8 @@ def _run_daemon(config: Config, on_intake: Any = None) -> None:
         daemon.run()
     except AlreadyRunning as exc:
         _fail(str(exc), EXIT_UNREACHABLE)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
 
 
 @main.command()
@@ -206,6 +209,12 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
     click.echo("messages:")
     for m in detail["messages"]:
         click.echo(f"  #{m['id']} {m['received_at'][:16]} {m['kind']:<11} {m['from_addr']}")
+        if m["openpgp"]:
+            click.echo(f"      OpenPGP: {OpenPGPStatus.from_json(m['openpgp']).describe()}")
+    if detail["keys"]:
+        click.echo("keys:")
+        for k in detail["keys"]:
+            click.echo(f"  {k['address']} {k['fingerprint']} (from its {k['source']})")
     click.echo("events:")
     for e in detail["events"]:
         click.echo(f"  {e['at'][:16]} {e['kind']:<18} {e['actor'] or ''}")

@@ -480,6 +480,8 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         security_txt=_security_txt(section("security_txt", required=False)),
         openpgp=_openpgp(section("openpgp", required=False), database),
     )
+    if "openpgp" in config.auth.proofs and config.openpgp is None:
+        raise loader.error("auth.proofs", 'the "openpgp" proof needs an [openpgp] section')
     for sec in sections:
         sec.done()
     top.done()
@@ -707,9 +709,9 @@ def _crontab(value: str) -> str:
 
 def _proofs(values: list[str]) -> frozenset[str]:
     proofs = frozenset(str(v) for v in values)
-    unknown = proofs - {"token", "dmarc"}
+    unknown = proofs - {"token", "dmarc", "openpgp"}
     if unknown or not proofs:
-        raise ValueError('list one or both of the proofs "token" and "dmarc"')
+        raise ValueError('list one or more of the proofs "token", "dmarc" and "openpgp"')
     return proofs
 
 

@@ -37,9 +37,9 @@ def report_detail(store: Store, report_id: str) -> dict[str, Any] | None:
         )
     ]
     report["messages"] = [
-        dict(m)
+        {**dict(m), "openpgp": json.loads(m["openpgp"]) if m["openpgp"] else None}
         for m in store.all(
-            "SELECT id, kind, from_addr, subject, message_id, size, reason, received_at"
+            "SELECT id, kind, from_addr, subject, message_id, size, reason, received_at, openpgp"
             " FROM messages WHERE report_id = ? ORDER BY id",
             (report_id,),
         )
@@ -54,10 +54,16 @@ def report_detail(store: Store, report_id: str) -> dict[str, Any] | None:
     report["outbox"] = [
         dict(o)
         for o in store.all(
-            "SELECT message_id, kind, recipient, state, attempts, created_at, sent_at, last_error"
-            " FROM outbox WHERE report_id = ? ORDER BY id",
+            "SELECT message_id, kind, recipient, state, attempts, created_at, sent_at, last_error,"
+            " openpgp FROM outbox WHERE report_id = ? ORDER BY id",
             (report_id,),
         )
+    ]
+    # The participants' OpenPGP keys that came with their mail (see triaged/mail/openpgp.py).
+    report["keys"] = [
+        {"address": e["actor"], **e["detail"]}
+        for e in report["events"]
+        if e["kind"] == "openpgp_key" and e["detail"].get("imported")
     ]
     return report
 

@@ -9,6 +9,7 @@ UID, or same content) and only moves it: nothing lost, nothing twice.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ from triaged.intake import classify as c
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.mailbox.base import Envelope, Mailbox
+from triaged.mail.openpgp import Keyring, Reader
 from triaged.mail.parse import ParsedMessage, parse
 from triaged.service.outbox import enqueue
 from triaged.store.db import Store
@@ -76,6 +78,7 @@ class IntakeRunner:
         mailbox: Mailbox,
         composer: Composer | None = None,
         stop: threading.Event | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -83,8 +86,14 @@ class IntakeRunner:
         self.composer = composer or Composer(config)
         # Set on SIGTERM: finish the message in hand, commit, and return.
         self.stop = stop or threading.Event()
+        # Decrypts and verifies before anything reads the message (None: OpenPGP is off).
+        self.reader = Reader(keyring, config.limits) if keyring is not None else None
         self.dispatcher = Dispatcher(
-            config, store, self.composer, auth.load_or_create_key(config.auth.key_file)
+            config,
+            store,
+            self.composer,
+            auth.load_or_create_key(config.auth.key_file),
+            keyring,
         )
         self.context = c.Context(config.project.address, frozenset(config.maintainers.members))
         self.uidvalidity = 0
@@ -259,6 +268,10 @@ class IntakeRunner:
                 with self.store.transaction():
                     self._store(incoming, msg, DUPLICATE, reason, None)
                 return DUPLICATE
+        if self.reader is not None:
+            # Classification, threading and commands read the decrypted message; the raw
+            # bytes stored stay the ciphertext as received.
+            msg = self.reader.open(incoming.raw, msg).msg
         decision = c.classify(msg, self._thread(msg), self.context)
         with self.store.transaction():
             return self.handlers[decision.kind](incoming, msg, decision)
@@ -284,7 +297,7 @@ class IntakeRunner:
         reason: str | None,
         report_id: str | None,
     ) -> int:
-        return self.store.insert(
+        number = self.store.insert(
             "messages",
             {
                 "mailbox": self.mailbox.name,
@@ -300,8 +313,23 @@ class IntakeRunner:
                 "reason": reason,
                 "report_id": report_id,
                 "received_at": ts(incoming.received),
+                "openpgp": json.dumps(msg.openpgp.as_json()) if msg and msg.openpgp else None,
             },
         )
+        if msg is not None and msg.openpgp is not None:
+            for key in msg.openpgp.keys:
+                self.store.event(
+                    report_id,
+                    incoming.received,
+                    "openpgp_key",
+                    actor=key.address,
+                    message=number,
+                    fingerprint=key.fingerprint,
+                    source=key.source,
+                    imported=key.imported,
+                    reason=key.reason,
+                )
+        return number
 
     def _store_failed(self, incoming: Incoming) -> str | None:
         try:
@@ -386,6 +414,7 @@ class IntakeRunner:
             "attachments": msg.attachments,
             "text": text,
             "truncated": truncated,
+            "openpgp": msg.openpgp.describe() if msg.openpgp else None,
         }
         for member in self.config.maintainers.members:
             out.append(
@@ -438,13 +467,24 @@ class IntakeRunner:
             to=reporter,
             subject="Your report was received",
             template="receipt.txt",
-            context={"tag": tag(report_id), "promises": promises},
+            context={"tag": tag(report_id), "promises": promises, **self._receipt_openpgp(msg)},
             now=now,
             report_id=report_id,
             in_reply_to=msg.message_id,
             references=msg.references,
             auto="auto-replied",
         )
+
+    def _receipt_openpgp(self, msg: ParsedMessage) -> dict[str, object]:
+        """What the receipt says of encryption: the message could not be read (and which key
+        to use), or it was read but no key of the reporter is known to answer encrypted."""
+        status = msg.openpgp
+        if self.reader is None or status is None or not status.encrypted:
+            return {}
+        keyring = self.reader.keyring
+        if not status.decrypted:
+            return {"unreadable": True, "project_key": keyring.project_fingerprint}
+        return {"keyless": keyring.key_for(msg.from_addr) is None}
 
     def _followup(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
         report_id = decision.report_id
@@ -460,6 +500,7 @@ class IntakeRunner:
             "attachments": msg.attachments,
             "text": text,
             "truncated": truncated,
+            "openpgp": msg.openpgp.describe() if msg.openpgp else None,
         }
         out = [
             self.composer.build(

@@ -127,6 +127,22 @@ class OpenPGPStatus:
                 parts.append(f"key ({key.source}) not taken: {key.reason}")
         return "; ".join(parts)
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OpenPGPStatus:
+        """The status as `as_json` stored it (in messages.openpgp)."""
+        sig = data.get("signature")
+        return cls(
+            encrypted=bool(data.get("encrypted")),
+            decrypted=bool(data.get("decrypted")),
+            problem=data.get("problem"),
+            signature=Signature(
+                sig["status"], sig["fingerprint"], sig["whole"], sig["by_sender"], sig["detail"]
+            )
+            if sig
+            else None,
+            keys=tuple(KeyOutcome(**key) for key in data.get("keys", [])),
+        )
+
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "encrypted": self.encrypted,

@@ -22,6 +22,8 @@ from triaged.errors import ConfigError, MailboxError
 from triaged.intake.runner import IntakeRunner
 from triaged.mail.compose import Composer
 from triaged.mail.mailbox import open_mailbox
+from triaged.mail.openpgp import Keyring, open_keyring
+from triaged.mail.sealing import Sealer
 from triaged.mail.transport import open_transport
 from triaged.service.liveness import MAILBOX, SMTP, Liveness, Outage
 from triaged.service.lock import InstanceLock
@@ -61,6 +63,8 @@ class Daemon:
         self._status_parts = {"intake": "", "smtp": ""}
         self._status_lock = threading.Lock()
         # Clock passes, outbox retries and the digest (triaged/service/scheduler.py).
+        # triaged's OpenPGP keys (None: OpenPGP is off), loaded by run() and on reload.
+        self.keyring: Keyring | None = None
         self.scheduler = Scheduler(lambda: self.config, self.clock, self.outbox_wake)
 
     # --- control (signal handlers call these) --------------------------------------------
@@ -82,6 +86,8 @@ class Daemon:
         with InstanceLock(self.config.database):
             # Migrations run once here, before any runner opens its own connection.
             Store(self.config.database).close()
+            # The keys load once here (and on reload); a bad key file stops the start.
+            self.keyring = open_keyring(self.config)
             threads = [
                 threading.Thread(target=self._outbox_loop, name="outbox", daemon=True),
             ]
@@ -98,6 +104,8 @@ class Daemon:
                 self.request_stop()
                 self.scheduler.shutdown()
                 threads[0].join(timeout=20)
+                if self.keyring is not None:
+                    self.keyring.close()
                 log.info("stopped")
 
     def _wait_slice(self) -> float:
@@ -145,6 +153,13 @@ class Daemon:
             )
             self.notifier.notify("READY=1")
             return False
+        try:
+            keyring = open_keyring(new)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.notify("READY=1")
+            return False
+        self.keyring = keyring
         self.config = new
         self.generation += 1
         self.outbox_wake.set()
@@ -165,7 +180,9 @@ class Daemon:
                 mailbox = open_mailbox(self.config.mailbox)
                 try:
                     mailbox.connect()
-                    runner = IntakeRunner(self.config, store, mailbox, composer, self.stop)
+                    runner = IntakeRunner(
+                        self.config, store, mailbox, composer, self.stop, self.keyring
+                    )
                     runner.start(self.clock())
                     if failures:
                         log.info("mailbox %s reachable again", mailbox.name)
@@ -230,6 +247,9 @@ class Daemon:
         finally:
             store.close()
 
+    def _sealer(self) -> Sealer | None:
+        return Sealer(self.config, self.keyring) if self.keyring is not None else None
+
     def _mailbox_failed(self, liveness: Liveness, error: str) -> Outage | None:
         return self._guarded(
             "recording the mailbox outage", liveness.failed, MAILBOX, self.clock(), error
@@ -239,7 +259,7 @@ class Daemon:
         store = Store(self.config.database)
         generation = self.generation
         transport = open_transport(self.config.smtp)
-        runner = OutboxRunner(store, transport, self.config.smtp)
+        runner = OutboxRunner(store, transport, self.config.smtp, self._sealer())
         liveness = Liveness(self.config, store)
         try:
             while not self.stop.is_set():
@@ -247,7 +267,7 @@ class Daemon:
                     transport.close()
                     generation = self.generation
                     transport = open_transport(self.config.smtp)
-                    runner = OutboxRunner(store, transport, self.config.smtp)
+                    runner = OutboxRunner(store, transport, self.config.smtp, self._sealer())
                     liveness = Liveness(self.config, store)
                 self.outbox_wake.clear()
                 timeout = 60.0 if self.watchdog is None else min(60.0, self.watchdog)

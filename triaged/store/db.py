@@ -186,10 +186,28 @@ def _m003_clocks(conn: sqlite3.Connection) -> None:
     )
 
 
+def _m004_openpgp(conn: sqlite3.Connection) -> None:
+    """OpenPGP (triaged/mail/openpgp.py).
+
+    messages.openpgp: how the message was protected, JSON (encrypted, decrypted, problem,
+                      signature, keys); NULL for mail that was neither encrypted nor signed.
+    outbox.openpgp:   how the row leaves: encrypted, clear, withheld or held; NULL until the
+                      outbox runner decided (or when OpenPGP is off).
+    """
+    _script(
+        conn,
+        """
+        ALTER TABLE messages ADD COLUMN openpgp TEXT;
+        ALTER TABLE outbox ADD COLUMN openpgp TEXT
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", _m001_initial),
     ("002_workflow", _m002_workflow),
     ("003_clocks", _m003_clocks),
+    ("004_openpgp", _m004_openpgp),
 ]
 
 
