@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import People
-from helpers import PROJECT, Harness, base_sections, mail, make_config
+from helpers import PROJECT, DaemonProcess, Harness, base_sections, mail, make_config
 from pgp import (
     Person,
     clearsigned,
@@ -385,3 +385,36 @@ def test_clearsigned_report_is_verified(
     text = _text(_to(smtp_sink, "bob@example.org")[0].msg)
     assert re.search(r"OpenPGP:   signature good, by \w+ \(the sender's key\)", text)
     assert "BEGIN PGP SIGNED MESSAGE" not in text.split("----- report text -----")[1]
+
+
+# --- the daemon ---------------------------------------------------------------------------------
+
+
+def test_daemon_reads_and_answers_encrypted_mail(
+    tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink, people: People
+) -> None:
+    config = _config(tmp_dir, imap_account, smtp_sink, people)
+    entity = text_entity(REPORT, key=people.reporter.public_key)
+    imap_account.append(
+        pgp_mime(people.reporter, PROJECT, "Report", entity, [people.project.fingerprint])
+    )
+    with DaemonProcess(config.path, tmp_dir / "daemon.log") as daemon:
+        smtp_sink.wait_for(3, timeout=30)
+        assert daemon.stop() == 0
+    inner, _ = _opened(people.reporter, _to(smtp_sink, people.reporter.address)[0])
+    assert "[security report #" in inner["Subject"]
+    inner, _ = _opened(people.alice, _to(smtp_sink, "alice@example.org")[0])
+    assert REPORT.strip() in _text(inner)
+    # The keyring is the daemon's own, beside the database, private.
+    assert (tmp_dir / "gnupg").stat().st_mode & 0o777 == 0o700
+
+
+def test_daemon_refuses_to_start_with_an_unusable_key_file(
+    tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink, people: People
+) -> None:
+    config = _config(tmp_dir, imap_account, smtp_sink, people)
+    (tmp_dir / "project.asc").write_text("-----BEGIN PGP PRIVATE KEY BLOCK-----\ngarbage\n")
+    with DaemonProcess(config.path, tmp_dir / "daemon.log") as daemon:
+        assert daemon.proc is not None
+        assert daemon.proc.wait(60) == 2
+    assert f"{config.path}: openpgp.secret_key_file:" in daemon.log()
