@@ -17,12 +17,14 @@ from servers import Captured, ImapAccount, SmtpSink
 
 from triaged.cli import main
 from triaged.config import Config, load
+from triaged.core import events as ev
 from triaged.core.ids import find_tag, tag
 from triaged.core.timefmt import ts
 from triaged.core.versions import Range, parse_range, touches_only_unsupported
 from triaged.disclosure import halloffame
 from triaged.disclosure.advisory import draft
 from triaged.errors import ConfigError
+from triaged.store import events
 from triaged.store.db import Store
 
 SCHEMA = Path(__file__).parent / "data" / "osv-schema.json"
@@ -323,7 +325,9 @@ def test_hall_of_fame_lists_public_reports_newest_first(tmp_path: Path) -> None:
     ]
     for row in rows:
         store.insert("reports", row)
-    store.event("cccccccc", datetime(2026, 6, 1, tzinfo=UTC), "state", old="fixed", new="disclosed")
+    events.record(
+        store, "cccccccc", datetime(2026, 6, 1, tzinfo=UTC), ev.STATE, old="fixed", new="disclosed"
+    )
     text = halloffame.render(halloffame.disclosed(store), config)
     store.close()
     assert text == (

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).parent.parent / "triaged"
 # room -> rooms (or top-level modules) of triaged it must never import.
 FORBIDDEN = {
     "triaged.mail": ("triaged.intake", "triaged.commands", "triaged.service", "triaged.clocks"),
+    "triaged.disclosure": ("triaged.intake", "triaged.commands", "triaged.service"),
 }
 # room -> the only parts of triaged it may import.
 ONLY = {

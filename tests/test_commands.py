@@ -11,7 +11,7 @@ import pytest
 from helpers import MAINTAINERS, PROJECT, Harness, imap_config, mail, make_config
 from servers import Captured, ImapAccount, SmtpSink
 
-from triaged.commands.base import COMMANDS, HELP_ORDER
+from triaged.commands.base import COMMANDS, HELP_ORDER, help_for, help_text
 from triaged.core.ids import find_tag, tag
 
 REPORTER = "reporter@outside.example"
@@ -349,6 +349,18 @@ def test_help_lists_the_commands_in_the_order_of_the_readme_table(desk: Desk) ->
     body = _to(desk.send("/help\n"), ALICE)[0].msg.get_content()
     listed = re.findall(r"^ +/([a-z-]+)", body, re.M)
     assert listed == table == list(HELP_ORDER)
+
+
+def test_help_with_a_command_shows_only_its_entry(desk: Desk) -> None:
+    body = _to(desk.send("/help embargo\n/help /credit\n/help frobnicate\n"), ALICE)[0]
+    text = body.msg.get_content()
+    assert "/embargo YYYY-MM-DD | +DURATION | none" in text and "e.g. /embargo 2026-12-01" in text
+    assert 'e.g. /credit "Jane Doe"' in text
+    assert "/severity" not in text and "/ack" not in text
+    assert "REFUSED /help frobnicate" in text and "unknown command /frobnicate" in text
+    # The same entry as in the full list: both are generated from the command's class.
+    for name in COMMANDS:
+        assert help_for(name) in help_text()
 
 
 def test_status_summarises_the_report(desk: Desk) -> None:

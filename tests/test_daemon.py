@@ -40,7 +40,7 @@ def test_idle_answers_a_new_message_without_waiting_for_a_poll(
 def test_kill_9_during_a_batch_then_restart_loses_and_duplicates_nothing(
     tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink
 ) -> None:
-    n = 40
+    n = 120  # wide enough that a busy machine still interrupts it mid-way
     config = with_reports(tmp_dir, imap_account, smtp_sink, n, batch_size=4, prefix="r")
     db = config.database
     with DaemonProcess(config.path, tmp_dir / "daemon1.log") as first:

@@ -19,8 +19,10 @@ from triaged.clocks.engine import (
     notices_due,
     parse_happenings,
 )
+from triaged.core import events as ev
 from triaged.core.durations import Calendar, Duration, parse_duration
 from triaged.core.timefmt import ts
+from triaged.store import events
 from triaged.store.db import Store
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -550,32 +552,31 @@ def test_parse_happenings_from_the_events_table() -> None:
             (ts(T0), ts(T0)),
         )
         rid = "abcd2345"
-        store.event(rid, at[0], "received", actor="r@example.net")
-        store.event(rid, at[0], "receipt", to="r@example.net")
-        store.event(rid, at[1], "command", command="/ack", ok=True, result="done")
-        store.event(rid, at[1], "state", old="new", new="acknowledged")
-        store.event(rid, at[2], "set", field="severity", old=None, new="high")
-        store.event(rid, at[3], "set", field="waiting", old=0, new=1)
-        store.event(rid, at[4], "followup", actor="r@example.net")
-        store.event(rid, at[4], "waiting_over", actor="r@example.net")
-        store.event(rid, at[5], "reporter_mail", template="reporter_reply.txt")
-        store.event(rid, at[5], "reply", chars=10)
-        store.event(rid, at[6], "state", old="acknowledged", new="confirmed")
-        store.event(rid, at[7], "update_sent")
-        store.event(rid, at[8], "state", old="confirmed", new="fixed")
-        store.event(rid, at[9], "state", old="fixed", new="fixing")
-        store.event(rid, at[10], "state", old="fixing", new="fixed")
-        store.event(rid, at[11], "state", old="fixed", new="closed")
-        store.event(rid, at[12], "state", old="closed", new="fixed", reopened=True)
-        store.event(rid, at[13], "set", field="handler", old=None, new="a@example.org")
-        store.event(rid, at[14], "state", old="fixed", new="disclosed")
-        store.event(rid, at[15], "state", old="disclosed", new="closed")
-        store.event(rid, at[16], "state", old="closed", new="acknowledged", reopened=True)
-        store.event(rid, at[17], "state", old="acknowledged", new="rejected", reason="no")
-        store.event(rid, at[18], "state", old="new", new="spam")
-        store.event(rid, at[19], "set", field="waiting", old=1, new=0)
-    rows = store.all("SELECT at, kind, detail FROM events WHERE report_id = ? ORDER BY id", (rid,))
-    got = parse_happenings(dict(row) for row in rows)
+        events.record(store, rid, at[0], ev.RECEIVED, actor="r@example.net")
+        events.record(store, rid, at[0], ev.RECEIPT, to="r@example.net")
+        events.record(store, rid, at[1], ev.COMMAND, command="/ack", ok=True, result="done")
+        events.record(store, rid, at[1], ev.STATE, old="new", new="acknowledged")
+        events.record(store, rid, at[2], ev.SET, field="severity", old=None, new="high")
+        events.record(store, rid, at[3], ev.SET, field="waiting", old=0, new=1)
+        events.record(store, rid, at[4], ev.FOLLOWUP, actor="r@example.net")
+        events.record(store, rid, at[4], ev.WAITING_OVER, actor="r@example.net")
+        events.record(store, rid, at[5], ev.REPORTER_MAIL, template="reporter_reply.txt")
+        events.record(store, rid, at[5], ev.REPLY, chars=10)
+        events.record(store, rid, at[6], ev.STATE, old="acknowledged", new="confirmed")
+        events.record(store, rid, at[7], ev.UPDATE_SENT)
+        events.record(store, rid, at[8], ev.STATE, old="confirmed", new="fixed")
+        events.record(store, rid, at[9], ev.STATE, old="fixed", new="fixing")
+        events.record(store, rid, at[10], ev.STATE, old="fixing", new="fixed")
+        events.record(store, rid, at[11], ev.STATE, old="fixed", new="closed")
+        events.record(store, rid, at[12], ev.STATE, old="closed", new="fixed", reopened=True)
+        events.record(store, rid, at[13], ev.SET, field="handler", old=None, new="a@example.org")
+        events.record(store, rid, at[14], ev.STATE, old="fixed", new="disclosed")
+        events.record(store, rid, at[15], ev.STATE, old="disclosed", new="closed")
+        events.record(store, rid, at[16], ev.STATE, old="closed", new="acknowledged", reopened=True)
+        events.record(store, rid, at[17], ev.STATE, old="acknowledged", new="rejected", reason="no")
+        events.record(store, rid, at[18], ev.STATE, old="new", new="spam")
+        events.record(store, rid, at[19], ev.SET, field="waiting", old=1, new=0)
+    got = parse_happenings(dict(row) for row in events.of_report(store, rid))
     store.close()
     assert [(h.at, h.kind, h.value) for h in got] == [
         (at[0], "received", None),

@@ -16,8 +16,10 @@ from helpers import base_sections, write_config
 
 from triaged import digest
 from triaged.config import Config, load
+from triaged.core import events as ev
 from triaged.core.timefmt import ts
 from triaged.mail.compose import Composer
+from triaged.store import events
 from triaged.store.db import Store
 
 ROOT = Path(__file__).parent.parent
@@ -167,7 +169,7 @@ def fixture(store: Store) -> None:
             )
         for report_id, when, old, new, reopened in STATE_EVENTS:
             extra = {"reopened": True} if reopened else {}
-            store.event(report_id, parse(when), "state", old=old, new=new, **extra)
+            events.record(store, report_id, parse(when), ev.STATE, old=old, new=new, **extra)
 
 
 @pytest.fixture

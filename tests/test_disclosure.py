@@ -41,7 +41,15 @@ from triaged.config import Config, load
 from triaged.core.durations import Calendar, parse_duration, parse_offset
 from triaged.core.ids import find_tag, tag
 from triaged.core.timefmt import parse_ts, ts
-from triaged.disclosure.embargo import embargo_end, first_allowed_date, parse_request, window
+from triaged.disclosure.embargo import (
+    change,
+    check_announcement,
+    embargo_end,
+    first_allowed_date,
+    parse_request,
+    window,
+)
+from triaged.errors import Refused
 from triaged.intake.runner import IntakeRunner
 from triaged.mail import auth
 from triaged.mail.mailbox import open_mailbox
@@ -111,6 +119,54 @@ def test_the_window_the_policy_allows(tmp_path: Path) -> None:
     assert first_allowed_date(datetime(2026, 11, 17, 0, 0, tzinfo=PARIS), PARIS) == date(
         2026, 11, 17
     )
+
+
+def test_what_embargo_may_set_is_decided_by_the_policy_alone(tmp_path: Path) -> None:
+    policy = _policy_config(
+        tmp_path, disclose_after_fix="7d", embargo_max="14d", embargo_default="10d"
+    ).policy
+    now = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
+    fixed = datetime(2026, 11, 9, 9, 0, tzinfo=UTC)
+
+    def asked(request: str | None, state: str = "fixed", stored: str | None = None) -> Any:
+        return change(request, state=state, stored=stored, now=now, fixed_at=fixed, policy=policy)
+
+    assert asked("2026-11-20").stored == "2026-11-20"
+    default = asked(None)
+    assert default.end == now + 10 * D and "embargo_default" in default.why
+    assert asked("none", stored="2026-11-20").stored is None
+    refusals = {
+        "none": "no embargo is set",
+        "2026-11-12": "earlier than the policy allows",
+        "2026-12-20": "later than the policy allows",
+        "2026-11-01": "which is past",
+        "soon": "is not a date",
+    }
+    for request, reason in refusals.items():
+        with pytest.raises(Refused, match=reason):
+            asked(request)
+    with pytest.raises(Refused, match="already ends"):
+        asked("2026-11-20", stored="2026-11-20")
+    with pytest.raises(Refused, match="no longer applies"):
+        asked("2026-11-20", state="disclosed")
+
+
+def test_the_announcement_waits_for_the_embargo_and_the_delay_after_the_fix(
+    tmp_path: Path,
+) -> None:
+    policy = _policy_config(tmp_path, disclose_after_fix="7d").policy
+    fixed = datetime(2026, 11, 9, 9, 0, tzinfo=UTC)
+
+    def check(now: datetime, stored: str | None = None, state: str = "fixed") -> None:
+        check_announcement(state=state, stored=stored, now=now, fixed_at=fixed, policy=policy)
+
+    with pytest.raises(Refused, match="disclose_after_fix"):
+        check(fixed + 6 * D)
+    check(fixed + 7 * D)
+    with pytest.raises(Refused, match="the embargo ends"):
+        check(fixed + 8 * D, stored="2026-11-30")
+    # Only a fixed report waits: the workflow refuses the others.
+    check(fixed, state="confirmed")
 
 
 def test_policy_keys_are_checked_when_the_config_loads(tmp_path: Path) -> None:

@@ -165,7 +165,7 @@ def test_watchdog_stops_when_imap_hangs(
 def test_sigterm_in_the_middle_of_a_batch_loses_nothing(
     tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink
 ) -> None:
-    n = 40
+    n = 120  # wide enough that a busy machine still interrupts it mid-way
     config = with_reports(tmp_dir, imap_account, smtp_sink, n, batch_size=4, prefix="r")
     db = config.database
     with DaemonProcess(config.path, tmp_dir / "d1.log") as first:

@@ -1,4 +1,6 @@
-"""Migrations: on an empty database and on an existing one; units of work are atomic."""
+"""The store: a new database, units of work that are atomic, the reads runners share.
+
+Migrations: tests/test_migrations.py."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from triaged.store.db import MIGRATIONS, Store
+from triaged.store.db import Store
 
 
 def _tables(path: Path) -> set[str]:
@@ -18,57 +20,13 @@ def _tables(path: Path) -> set[str]:
         conn.close()
 
 
-def test_empty_database_gets_every_migration(tmp_path: Path) -> None:
+def test_a_new_database_gets_every_table_in_wal_mode(tmp_path: Path) -> None:
     store = Store(tmp_path / "t.db")
-    applied = [r["name"] for r in store.all("SELECT name FROM migrations ORDER BY name")]
-    assert applied == [name for name, _ in MIGRATIONS]
     assert {"reports", "messages", "participants", "events", "outbox", "mailbox_state"} <= _tables(
         tmp_path / "t.db"
     )
     assert store.one("PRAGMA journal_mode")[0] == "wal"  # type: ignore[index]
     store.close()
-
-
-def test_existing_database_keeps_its_data_and_gets_only_new_migrations(tmp_path: Path) -> None:
-    path = tmp_path / "t.db"
-    store = Store(path)
-    with store.transaction():
-        store.conn.execute(
-            "INSERT INTO reports (id, title, state, created_at, updated_at)"
-            " VALUES ('abcd2345', 't', 'new', 'x', 'x')"
-        )
-    store.close()
-
-    def add_column(conn: sqlite3.Connection) -> None:
-        conn.execute("ALTER TABLE reports ADD COLUMN extra TEXT DEFAULT 'yes'")
-
-    store = Store(path, [*MIGRATIONS, ("999_test", add_column)])
-    row = store.one("SELECT id, extra FROM reports")
-    assert row is not None and (row["id"], row["extra"]) == ("abcd2345", "yes")
-    names = [r["name"] for r in store.all("SELECT name FROM migrations")]
-    assert names.count("001_initial") == 1 and "999_test" in names
-    # Opening again applies nothing more.
-    assert (
-        Store(path, [*MIGRATIONS, ("999_test", add_column)]).migrate(
-            [*MIGRATIONS, ("999_test", add_column)]
-        )
-        == []
-    )
-
-
-def test_a_failing_migration_leaves_no_trace(tmp_path: Path) -> None:
-    path = tmp_path / "t.db"
-    Store(path).close()
-
-    def broken(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE half (x)")
-        conn.execute("THIS IS NOT SQL")
-
-    with pytest.raises(sqlite3.OperationalError):
-        Store(path, [*MIGRATIONS, ("002_broken", broken)])
-    assert "half" not in _tables(path)
-    store = Store(path)
-    assert store.one("SELECT name FROM migrations WHERE name = '002_broken'") is None
 
 
 def test_transaction_rolls_back_everything_on_error(tmp_path: Path) -> None:

@@ -429,7 +429,7 @@ def test_backup_while_another_process_writes(tmp_path: Path) -> None:
                 assert before <= high <= after
                 assert count == high and (low == 1 or count == 0)
                 assert conn.execute("SELECT n FROM total").fetchone()[0] == high
-                assert conn.execute("SELECT count(*) FROM migrations").fetchone()[0] >= 1
+                assert conn.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] >= 1
             finally:
                 conn.close()
         assert writer.poll() is None, "the writer stopped during the backups"

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from triaged.clocks import engine as dl
 from triaged.config import SEVERITIES, Config
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.durations import span
 from triaged.core.timefmt import parse_ts, ts
@@ -253,7 +254,7 @@ WHERE created_at > ? AND created_at <= ?
 _CLOSED_SQL = """
 SELECT r.id, r.title, r.state, r.severity, json_extract(e.detail, '$.new') AS new, MAX(e.at) AS at
 FROM events e JOIN reports r ON r.id = e.report_id
-WHERE e.kind = 'state' AND e.at > ? AND e.at <= ?
+WHERE e.kind = ? AND e.at > ? AND e.at <= ?
   AND json_extract(e.detail, '$.new') IN ({states})
 GROUP BY r.id
 """
@@ -287,7 +288,9 @@ def build(store: Store, config: Config, now: datetime) -> Digest:
     ended_marks, ended_states = _marks(sorted(wf.TERMINAL))
     open_rows = store.all(_OPEN_SQL.format(states=open_marks), open_states)
     came_in = store.all(_CAME_IN_SQL, (week_ts, now_ts))
-    closed = store.all(_CLOSED_SQL.format(states=ended_marks), (week_ts, now_ts, *ended_states))
+    closed = store.all(
+        _CLOSED_SQL.format(states=ended_marks), (ev.STATE, week_ts, now_ts, *ended_states)
+    )
     columns = ",".join(_CLOCK_COLUMNS.format(n=n) for n in range(len(MEASURED)))
     params = {"since": window_ts, "now": now_ts, **{f"c{n}": c for n, c in enumerate(MEASURED)}}
     row = store.one(_CLOCKS_SQL.format(columns=columns), params)

@@ -23,6 +23,15 @@ class UnsafeMessage(TriagedError):
         self.reason = reason
 
 
+class Refused(TriagedError):
+    """A command (or a rule it asks) will not do what was asked; the text says why, for the
+    transcript. Raised inside the command's savepoint, so nothing of it is kept."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class MailboxError(TriagedError):
     """The mailbox cannot be reached or refused an operation."""
 

@@ -6,8 +6,10 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.timefmt import parse_ts
+from triaged.store import events
 from triaged.store.db import Store
 
 
@@ -45,11 +47,8 @@ def report_detail(store: Store, report_id: str) -> dict[str, Any] | None:
         )
     ]
     report["events"] = [
-        {**dict(e), "detail": json.loads(e["detail"])}
-        for e in store.all(
-            "SELECT at, actor, kind, detail, message FROM events WHERE report_id = ? ORDER BY id",
-            (report_id,),
-        )
+        {**dict(e), "detail": ev.decode_detail(e["detail"])}
+        for e in events.of_report(store, report_id)
     ]
     report["outbox"] = [
         dict(o)
@@ -63,7 +62,7 @@ def report_detail(store: Store, report_id: str) -> dict[str, Any] | None:
     report["keys"] = [
         {"address": e["actor"], **e["detail"]}
         for e in report["events"]
-        if e["kind"] == "openpgp_key" and e["detail"].get("imported")
+        if e["kind"] == ev.OPENPGP_KEY and e["detail"].get("imported")
     ]
     return report
 

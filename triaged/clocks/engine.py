@@ -82,13 +82,13 @@ with the first pass's keys added to `sent`, returns nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.durations import Calendar, Duration, Share, add
 from triaged.core.timefmt import parse_ts
@@ -221,23 +221,19 @@ def _detail(row: Mapping[str, Any]) -> dict[str, Any]:
         raw = row["detail"]
     except (KeyError, IndexError):
         return {}
-    if isinstance(raw, Mapping):
-        return dict(raw)
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    return ev.decode_detail(raw)
 
 
 def _kinds(kind: str, detail: dict[str, Any]) -> list[tuple[str, str | None]]:
-    if kind in (RECEIVED, REPLY, UPDATE_SENT):
-        return [(kind, None)]
-    if kind in ("waiting_over", "followup"):
+    if kind == ev.RECEIVED:
+        return [(RECEIVED, None)]
+    if kind == ev.REPLY:
+        return [(REPLY, None)]
+    if kind == ev.UPDATE_SENT:
+        return [(UPDATE_SENT, None)]
+    if kind in (ev.WAITING_OVER, ev.FOLLOWUP):
         return [(REPORTER_WROTE, None)]
-    if kind == "set":
+    if kind == ev.SET:
         name, new = detail.get("field"), detail.get("new")
         if name == "severity":
             return [(SEVERITY, None if new is None else str(new))]
@@ -248,7 +244,7 @@ def _kinds(kind: str, detail: dict[str, Any]) -> list[tuple[str, str | None]]:
         if name == "disclosed_at":
             return [(DISCLOSED, None)] if new else []
         return []
-    if kind != "state":
+    if kind != ev.STATE:
         return []
     new, old = detail.get("new"), detail.get("old")
     if detail.get("reopened"):

@@ -23,6 +23,7 @@ from typing import Any
 from triaged.clocks import engine as dl
 from triaged.commands.dispatch import Dispatcher
 from triaged.config import Config
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.durations import add, span
 from triaged.core.timefmt import parse_ts, ts
@@ -30,6 +31,7 @@ from triaged.disclosure.credit import credit_words
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.service.outbox import enqueue
+from triaged.store import events
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -128,10 +130,8 @@ class ClockRunner:
         if report is None:
             self._schedule(report_id, None, now)
             return 0
-        events = self.store.all(
-            "SELECT at, kind, detail FROM events WHERE report_id = ? ORDER BY id", (report_id,)
-        )
-        happenings = dl.parse_happenings(dict(row) for row in events)
+        history = events.of_report(self.store, report_id)
+        happenings = dl.parse_happenings(dict(row) for row in history)
         current = dl.clocks(happenings, self.policy, now)
         sent_keys = {
             str(r["key"])
@@ -143,9 +143,9 @@ class ClockRunner:
         for notice in notices:
             clock = by_name[notice.clock]
             if notice.kind == "update":
-                mails = self._update(report, clock, events, now)
+                mails = self._update(report, clock, history, now)
                 if mails:
-                    self.store.event(report_id, now, "update_sent", key=notice.key)
+                    events.record(self.store, report_id, now, ev.UPDATE_SENT, key=notice.key)
                     happenings.append(dl.Happening(now, dl.UPDATE_SENT))
                 else:
                     log.info("clocks: report %s has no reporter address: no update", report_id)
@@ -154,9 +154,9 @@ class ClockRunner:
                     mails = self._embargo_notice(report, clock, notice, now)
                 else:
                     mails = self._maintainer_notice(report, clock, notice, now)
-                self.store.event(
-                    report_id, now, "clock_notice", key=notice.key, clock=notice.clock,
-                    notice=notice.kind,
+                events.record(
+                    self.store, report_id, now, ev.CLOCK_NOTICE, key=notice.key,
+                    clock=notice.clock, notice=notice.kind,
                 )  # fmt: skip
             out += mails
             self.store.insert(
@@ -316,7 +316,7 @@ class ClockRunner:
         self,
         report: sqlite3.Row,
         clock: dl.Clock,
-        events: Sequence[sqlite3.Row],
+        history: Sequence[sqlite3.Row],
         now: datetime,
     ) -> list[Outgoing]:
         """The periodic update to the reporter: the state and what changed since the last
@@ -326,10 +326,10 @@ class ClockRunner:
             return []
         since = clock.started
         changes = []
-        for event in events:
-            if event["kind"] != "state" or parse_ts(str(event["at"])) <= since:
+        for event in history:
+            if event["kind"] != ev.STATE or parse_ts(str(event["at"])) <= since:
                 continue
-            detail: dict[str, Any] = json.loads(event["detail"] or "{}")
+            detail = ev.decode_detail(event["detail"])
             new = detail.get("new")
             if new in PUBLIC_STATES:
                 changes.append(

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from triaged.commands.base import Command, Context, Outcome, done, help_text, refused, register
+from triaged.commands.base import (
+    Command,
+    CommandContext,
+    help_for,
+    help_text,
+    no_arguments,
+    one_argument,
+    register,
+)
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.disclosure.advisory import draft
 
@@ -13,9 +22,8 @@ class Advisory(Command):
     description = "mail the advisory draft (Markdown and OSV JSON) to the team"
     example = "/advisory"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
-        if args:
-            return refused("takes no arguments")
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        no_arguments(args)
         report = ctx.report
         advisory = draft(report, ctx.config, ctx.now)
         recipients = ctx.config.maintainers.notify
@@ -41,16 +49,19 @@ class Advisory(Command):
                     reply_to=ctx.reply_to_for(address),
                 )
             )
-        ctx.event("advisory_draft", advisory=advisory.id, gaps=len(advisory.gaps))
+        ctx.event(ev.ADVISORY_DRAFT, advisory=advisory.id, gaps=len(advisory.gaps))
         checks = f"; {len(advisory.gaps)} thing(s) to check" if advisory.gaps else ""
-        return done(f"advisory draft {advisory.id} sent to {', '.join(recipients)}{checks}")
+        return f"advisory draft {advisory.id} sent to {', '.join(recipients)}{checks}"
 
 
 @register
 class Help(Command):
     name = "help"
-    description = "this list"
-    example = "/help"
+    arguments = "[COMMAND]"
+    description = "this list, or one command's entry of it"
+    example = "/help embargo"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
-        return done("commands:\n" + help_text())
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        if args:
+            return help_for(one_argument(args, "a command's name"))
+        return "commands:\n" + help_text()

@@ -3,8 +3,9 @@
 One small registered class per command lives in a module per group (`report`, `people`,
 `disclosure`, `advisory`); importing `triaged.commands` registers them all. `/help` is
 generated from the registry. A command gets the report's context and its arguments, changes
-the report through the context (which records every change as an event), and returns one line
-for the transcript.
+the report through the context (which records every change as an event), and returns its line
+for the transcript; when it will not do what was asked it raises `Refused` (the dispatcher's
+savepoint then undoes whatever it had changed).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from triaged.config import Config
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.timefmt import ts
 from triaged.disclosure.policy import after_transition, disclosure_context
+from triaged.errors import Refused
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.parse import clean_header_text
+from triaged.store import events
 from triaged.store.db import Store
 
 # /help lists the commands in this order (the order of the README's table); a test checks that
@@ -33,22 +37,11 @@ HELP_ORDER = (
 )
 
 
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    text: str
-
-
-def done(text: str) -> Outcome:
-    return Outcome(True, text)
-
-
-def refused(text: str) -> Outcome:
-    return Outcome(False, text)
+__all__ = ["COMMANDS", "Command", "CommandContext", "Refused", "register"]
 
 
 @dataclass
-class Context:
+class CommandContext:
     """What a command may read and change: one report, inside the message's transaction."""
 
     store: Store
@@ -69,8 +62,14 @@ class Context:
         return dict(row)
 
     def event(self, kind: str, **detail: Any) -> None:
-        self.store.event(
-            self.report_id, self.now, kind, actor=self.actor, message=self.message, **detail
+        events.record(
+            self.store,
+            self.report_id,
+            self.now,
+            kind,
+            actor=self.actor,
+            message=self.message,
+            **detail,
         )
 
     def set(self, column: str, value: Any) -> Any:
@@ -80,24 +79,25 @@ class Context:
             f"UPDATE reports SET {column} = ?, updated_at = ? WHERE id = ?",
             (value, ts(self.now), self.report_id),
         )
-        self.event("set", field=column, old=old, new=value)
+        self.event(ev.SET, field=column, old=old, new=value)
         return old
 
-    def transition(self, target: str, **detail: Any) -> Outcome:
+    def transition(self, target: str, **detail: Any) -> str:
+        """Moves the report to `target` (or raises Refused); returns the transcript line."""
         current = self.report["state"]
         refusal = wf.check(current, target)
         if refusal is not None:
-            return refused(refusal.reason)
+            raise Refused(refusal.reason)
         self.store.conn.execute(
             "UPDATE reports SET state = ?, previous_state = ?, updated_at = ? WHERE id = ?",
             (target, current, ts(self.now), self.report_id),
         )
-        self.event("state", old=current, new=target, **detail)
+        self.event(ev.STATE, old=current, new=target, **detail)
         if target == wf.DISCLOSED:
             self.set("disclosed_at", ts(self.now))
         if target in wf.REPORTER_TOLD:
             self.tell_reporter(f"reporter_{target}.txt", f"Your report is {target}", **detail)
-        return done(f"state: {current} -> {target}" + after_transition(self, target))
+        return f"state: {current} -> {target}" + after_transition(self, target)
 
     def tell_reporter(self, template: str, subject: str, **context: Any) -> bool:
         reporter = self.report["reporter"]
@@ -120,7 +120,7 @@ class Context:
                 in_reply_to=in_reply_to,
             )
         )
-        self.event("reporter_mail", template=template)
+        self.event(ev.REPORTER_MAIL, template=template)
         return True
 
 
@@ -133,8 +133,8 @@ class Command(ABC):
     for_reporters: ClassVar[bool] = False
 
     @abstractmethod
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
-        """Does the command; returns the transcript line."""
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        """Does the command and returns its transcript line, or raises Refused."""
 
     @classmethod
     def usage(cls) -> str:
@@ -150,25 +150,42 @@ def register(cls: type[Command]) -> type[Command]:
 
 
 def help_text(for_reporters: bool = False) -> str:
-    lines = []
-    for command in sorted(COMMANDS.values(), key=_help_rank):
-        if for_reporters and not command.for_reporters:
-            continue
-        lines.append(f"{command.usage():<34} {command.description}")
-        lines.append(f"{'':<34} e.g. {command.example}")
-    return "\n".join(lines)
+    """Every command (or only the reporters' ones), in the README's order."""
+    commands = sorted(COMMANDS.values(), key=_help_rank)
+    return "\n".join(
+        _entry(command) for command in commands if command.for_reporters or not for_reporters
+    )
+
+
+def help_for(name: str) -> str:
+    """One command's entry, as `help_text` shows it; Refused for a name that is none."""
+    command = COMMANDS.get(name.lower().lstrip("/"))
+    if command is None:
+        raise Refused(f"unknown command /{clean_header_text(name, 40)}; /help lists the commands")
+    return _entry(command)
+
+
+def _entry(command: Command) -> str:
+    return f"{command.usage():<34} {command.description}\n{'':<34} e.g. {command.example}"
 
 
 def _help_rank(command: Command) -> int:
     return HELP_ORDER.index(command.name) if command.name in HELP_ORDER else len(HELP_ORDER)
 
 
-def one_argument(args: tuple[str, ...], what: str) -> str | Outcome:
+def one_argument(args: tuple[str, ...], what: str) -> str:
     if len(args) != 1:
-        return refused(f"takes exactly one argument: {what}")
+        raise Refused(f"takes exactly one argument: {what}")
     return args[0]
 
 
-def text_argument(args: tuple[str, ...], what: str, limit: int = 500) -> str | Outcome:
+def no_arguments(args: tuple[str, ...]) -> None:
+    if args:
+        raise Refused("takes no arguments")
+
+
+def text_argument(args: tuple[str, ...], what: str, limit: int = 500) -> str:
     text = clean_header_text(" ".join(args), limit)
-    return text if text else refused(f"needs {what}")
+    if not text:
+        raise Refused(f"needs {what}")
+    return text

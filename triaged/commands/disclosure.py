@@ -7,20 +7,16 @@ import re
 
 from triaged.commands.base import (
     Command,
-    Context,
-    Outcome,
-    done,
+    CommandContext,
+    Refused,
     one_argument,
-    refused,
     register,
     text_argument,
 )
-from triaged.core import workflow as wf
-from triaged.core.durations import add
 from triaged.core.versions import touches_only_unsupported
-from triaged.disclosure import embargo as disclosure
+from triaged.disclosure import embargo
 from triaged.disclosure.credit import ask_credit_once
-from triaged.disclosure.policy import fixed_at
+from triaged.disclosure.policy import disclose, fixed_at
 from triaged.mail.parse import clean_header_text
 
 _CVE = re.compile(r"^CVE-\d{4}-\d{4,19}$")
@@ -34,15 +30,13 @@ class Affects(Command):
     description = "the affected versions"
     example = "/affects >=1.0 <1.0.4"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         text = text_argument(args, "a version range", 200)
-        if isinstance(text, Outcome):
-            return text
         ctx.set("affected", text)
         if touches_only_unsupported(text, ctx.config.package.supported):
             lines = ", ".join(ctx.config.package.supported)
-            return done(f"affects: {text}\nnote: only unsupported versions (supported: {lines})")
-        return done(f"affects: {text}")
+            return f"affects: {text}\nnote: only unsupported versions (supported: {lines})"
+        return f"affects: {text}"
 
 
 @register
@@ -52,14 +46,12 @@ class FixedIn(Command):
     description = "the release that fixes it"
     example = "/fixed-in 1.0.4"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         version = one_argument(args, "a version")
-        if isinstance(version, Outcome):
-            return version
         if not _VERSION.match(version):
-            return refused(f"{clean_header_text(version, 80)!r} is not a version")
+            raise Refused(f"{clean_header_text(version, 80)!r} is not a version")
         ctx.set("fixed_in", version)
-        return done(f"fixed in: {version}")
+        return f"fixed in: {version}"
 
 
 @register
@@ -69,18 +61,15 @@ class Cve(Command):
     description = "add a CVE ID"
     example = "/cve CVE-2026-1234"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
-        cve = one_argument(args, "a CVE ID")
-        if isinstance(cve, Outcome):
-            return cve
-        cve = cve.upper()
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        cve = one_argument(args, "a CVE ID").upper()
         if not _CVE.match(cve):
-            return refused(f"{clean_header_text(cve, 80)!r} is not a CVE ID (CVE-YYYY-NNNN)")
+            raise Refused(f"{clean_header_text(cve, 80)!r} is not a CVE ID (CVE-YYYY-NNNN)")
         cves = json.loads(ctx.report["cves"])
         if cve in cves:
-            return refused(f"{cve} is already recorded")
+            raise Refused(f"{cve} is already recorded")
         ctx.set("cves", json.dumps([*cves, cve]))
-        return done(f"cve: {', '.join([*cves, cve])}")
+        return f"cve: {', '.join([*cves, cve])}"
 
 
 @register
@@ -93,79 +82,36 @@ class Embargo(Command):
     )
     example = "/embargo 2026-12-01"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         if len(args) > 1:
-            return refused("takes one argument: YYYY-MM-DD, YYYY-MM-DDTHH:MM, +DURATION or none")
-        report = ctx.report
-        if report["state"] in wf.TERMINAL or report["state"] == wf.DISCLOSED:
-            return refused(f"the report is {report['state']}: an embargo no longer applies")
-        policy, when = ctx.config.policy, ctx.composer.when
-        tz = policy.calendar.timezone
-        current = disclosure.embargo_end(report["embargo"], tz)
+            raise Refused("takes one argument: YYYY-MM-DD, YYYY-MM-DDTHH:MM, +DURATION or none")
+        report, when = ctx.report, ctx.composer.when
+        change = embargo.change(
+            args[0] if args else None,
+            state=report["state"],
+            stored=report["embargo"],
+            now=ctx.now,
+            fixed_at=fixed_at(ctx),
+            policy=ctx.config.policy,
+            when=when,
+        )
+        current = embargo.embargo_end(report["embargo"], ctx.config.policy.calendar.timezone)
         previous = when(current) if current else None
-        if args and args[0].lower() == "none":
-            if report["embargo"] is None:
-                return refused("no embargo is set")
-            ctx.set("embargo", None)
+        ctx.set("embargo", change.stored)
+        if change.end is None:
             ctx.tell_reporter(
                 "reporter_embargo.txt",
                 "The planned disclosure date is withdrawn",
                 previous=previous,
             )
-            return done("embargo: none (the reporter is told the date is withdrawn)")
-        allowed = disclosure.window(ctx.now, fixed_at(ctx), policy, when)
-        if allowed.latest is not None and allowed.earliest > allowed.latest:
-            return refused(
-                f"the policy allows no date now: the earliest, {when(allowed.earliest)}"
-                f" ({allowed.why}), is after the latest, {when(allowed.latest)} (embargo_max)"
-            )
-        note = ""
-        if args:
-            try:
-                requested = disclosure.parse_request(args[0], ctx.now, policy)
-            except ValueError as exc:
-                return refused(clean_header_text(str(exc), 200))
-        elif policy.embargo_default is not None:
-            default_end = add(ctx.now, policy.embargo_default, policy.calendar)
-            requested = disclosure.at_instant(max(default_end, allowed.earliest), tz)
-            note = f" ({policy.embargo_default.human()} from now: embargo_default)"
-            if default_end < allowed.earliest:
-                note = " (the earliest the policy allows, later than embargo_default)"
-        else:
-            return refused(
-                "needs a date (YYYY-MM-DD) or +DURATION: the policy has no embargo_default"
-            )
-        end = requested.end
-        if end <= ctx.now:
-            return refused(
-                f"the embargo would have ended {when(end)}, which is past;"
-                " /disclose once the issue is public"
-            )
-        if end < allowed.earliest:
-            day = disclosure.first_allowed_date(allowed.earliest, tz)
-            local = allowed.earliest.astimezone(tz)
-            exact = (
-                f" (or /embargo {local.strftime('%Y-%m-%dT%H:%M')})" if local.date() != day else ""
-            )
-            return refused(
-                f"{when(end)} is earlier than the policy allows: the earliest is"
-                f" {when(allowed.earliest)}, {allowed.why}; /embargo {day}{exact} or later"
-            )
-        if allowed.latest is not None and end > allowed.latest:
-            cap = policy.embargo_max.human() if policy.embargo_max else ""
-            return refused(
-                f"{when(end)} is later than the policy allows: an embargo lasts at most {cap}"
-                f" from when it is set (embargo_max), so it must end by {when(allowed.latest)}"
-            )
-        if requested.stored == report["embargo"]:
-            return refused(f"the embargo already ends {when(end)}")
-        ctx.set("embargo", requested.stored)
+            return "embargo: none (the reporter is told the date is withdrawn)"
         ctx.tell_reporter(
-            "reporter_embargo.txt", f"Planned disclosure: {when(end)}", previous=previous
+            "reporter_embargo.txt", f"Planned disclosure: {when(change.end)}", previous=previous
         )
         asked = ask_credit_once(ctx)
         told = "the reporter is told" + ("; asked how to credit them" if asked else "")
-        return done(f"embargo: ends {when(end)}{note} ({told})")
+        why = f" ({change.why})" if change.why else ""
+        return f"embargo: ends {when(change.end)}{why} ({told})"
 
 
 @register
@@ -178,27 +124,8 @@ class Disclose(Command):
     )
     example = "/disclose"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         early = len(args) == 1 and args[0].lower() == "early"
         if args and not early:
-            return refused('takes no argument, or "early" when the issue is public already')
-        report, policy, when = ctx.report, ctx.config.policy, ctx.composer.when
-        if report["state"] == wf.FIXED and not early:
-            end = disclosure.embargo_end(report["embargo"], policy.calendar.timezone)
-            if end is not None and end > ctx.now:
-                return refused(
-                    f"the embargo ends {when(end)}: /disclose early if the issue is public"
-                    " already, or move the date with /embargo"
-                )
-            fixed, after = fixed_at(ctx), policy.disclose_after_fix
-            if fixed is not None and after is not None:
-                allowed = add(fixed, after, policy.calendar)
-                if allowed > ctx.now:
-                    return refused(
-                        f"the policy allows the announcement from {when(allowed)},"
-                        f" {after.human()} after the fix (disclose_after_fix): /disclose early"
-                        " if the issue is public already"
-                    )
-        if early:
-            return ctx.transition(wf.DISCLOSED, early=True)
-        return ctx.transition(wf.DISCLOSED)
+            raise Refused('takes no argument, or "early" when the issue is public already')
+        return disclose(ctx, early=early)

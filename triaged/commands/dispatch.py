@@ -10,13 +10,15 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from triaged.commands.base import COMMANDS, Context, Outcome, refused
+from triaged.commands.base import COMMANDS, CommandContext, Refused
 from triaged.commands.parse import Commands, extract
 from triaged.config import Config
+from triaged.core import events as ev
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.openpgp import Keyring
 from triaged.mail.parse import ParsedMessage
+from triaged.store import events
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,14 @@ class Dispatcher:
         commands = self.commands_of(msg)
         sender = msg.from_addr or ""
         if not commands.lines:
-            self.store.event(
-                report_id, now, "note", actor=sender, message=number, chars=len(commands.note)
+            events.record(
+                self.store,
+                report_id,
+                now,
+                ev.NOTE,
+                actor=sender,
+                message=number,
+                chars=len(commands.note),
             )
             return []
         verdict = auth.verify(
@@ -89,7 +97,7 @@ class Dispatcher:
         )
         if not verdict.ok:
             return self._refuse(msg, report_id, number, now, verdict.reason)
-        ctx = Context(
+        ctx = CommandContext(
             store=self.store,
             config=self.config,
             composer=self.composer,
@@ -106,7 +114,7 @@ class Dispatcher:
         )
         lines = self._run_all(ctx, commands, reporter=False)
         if commands.note:
-            ctx.event("note", chars=len(commands.note))
+            ctx.event(ev.NOTE, chars=len(commands.note))
         log.info(
             "report %s: %d command(s) from %s (%s)", report_id, len(lines), sender, verdict.proof
         )
@@ -134,44 +142,50 @@ class Dispatcher:
         return [*ctx.outgoing, transcript]
 
     def _run_all(
-        self, ctx: Context, commands: Commands, *, reporter: bool, is_reporter: bool = False
+        self, ctx: CommandContext, commands: Commands, *, reporter: bool, is_reporter: bool = False
     ) -> list[Line]:
         """Runs each command line in order, recording each as an event; one Line each."""
         lines = []
         for line in commands.lines:
             command = COMMANDS.get(line.name)
-            if reporter and command is not None and not (command.for_reporters and is_reporter):
-                outcome = refused(f"/{line.name} is not available to you")
-            else:
-                outcome = self._run(ctx, line.name, line.args, line.error)
-            ctx.event("command", command=line.raw, ok=outcome.ok, result=outcome.text)
-            lines.append(Line(line.raw, outcome.ok, outcome.text))
+            try:
+                if reporter and command is not None and not (command.for_reporters and is_reporter):
+                    raise Refused(f"/{line.name} is not available to you")
+                text, ok = self._run(ctx, line.name, line.args, line.error), True
+            except Refused as refusal:
+                text, ok = refusal.reason, False
+            ctx.event(ev.COMMAND, command=line.raw, ok=ok, result=text)
+            lines.append(Line(line.raw, ok, text))
         return lines
 
-    def _run(self, ctx: Context, name: str, args: tuple[str, ...], error: str | None) -> Outcome:
+    def _run(self, ctx: CommandContext, name: str, args: tuple[str, ...], error: str | None) -> str:
+        """Runs one command in a savepoint of its own: a refusal leaves none of its changes
+        and none of its mail behind."""
         if error:
-            return refused(error)
+            raise Refused(error)
         command = COMMANDS.get(name)
         if command is None:
-            return refused(f"unknown command /{name}; /help lists the commands")
-        # A command that fails half-way must not leave half its changes behind.
+            raise Refused(f"unknown command /{name}; /help lists the commands")
+        outgoing_before = len(ctx.outgoing)
         try:
             with self.store.transaction():
-                outgoing_before = len(ctx.outgoing)
-                outcome = command.run(ctx, args)
-                if not outcome.ok:
-                    raise _Undo(outcome)
-        except _Undo as undo:
+                return command.run(ctx, args)
+        except Refused:
             del ctx.outgoing[outgoing_before:]
-            return undo.outcome
-        return outcome
+            raise
 
     def _refuse(
         self, msg: ParsedMessage, report_id: str | None, number: int, now: datetime, reason: str
     ) -> list[Outgoing]:
         log.warning("commands from %s refused: %s", msg.from_addr, reason)
-        self.store.event(
-            report_id, now, "commands_refused", actor=msg.from_addr, message=number, reason=reason
+        events.record(
+            self.store,
+            report_id,
+            now,
+            ev.COMMANDS_REFUSED,
+            actor=msg.from_addr,
+            message=number,
+            reason=reason,
         )
         self.store.conn.execute(
             "UPDATE messages SET reason = ? WHERE id = ?", (f"commands refused: {reason}", number)
@@ -210,7 +224,7 @@ class Dispatcher:
         if not commands.lines:
             return []
         sender = msg.from_addr or ""
-        ctx = Context(self.store, self.config, self.composer, report_id, sender, number, now)
+        ctx = CommandContext(self.store, self.config, self.composer, report_id, sender, number, now)
         lines = self._run_all(ctx, commands, reporter=True, is_reporter=is_reporter)
         sent = self.store.sent_recently("reporter_transcript", sender, now - timedelta(days=1))
         if sent >= REPORTER_TRANSCRIPTS_PER_DAY:
@@ -230,9 +244,3 @@ class Dispatcher:
                 auto="auto-replied",
             )
         ]
-
-
-class _Undo(Exception):
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.text)
-        self.outcome = outcome

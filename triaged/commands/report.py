@@ -8,19 +8,19 @@ from cvss import CVSS3, CVSS4
 from cvss.exceptions import CVSSError
 
 from triaged.commands.base import (
-    COMMANDS,
     Command,
-    Context,
-    Outcome,
-    done,
+    CommandContext,
+    Refused,
     one_argument,
-    refused,
     register,
     text_argument,
 )
 from triaged.config import SEVERITIES
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.timefmt import ts
+from triaged.disclosure.credit import reporter_credit
+from triaged.disclosure.policy import disclose
 from triaged.mail.parse import clean_header_text
 from triaged.store.db import Store
 
@@ -31,7 +31,7 @@ class Ack(Command):
     description = "acknowledge the report (meets the acknowledge clock)"
     example = "/ack"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         return ctx.transition(wf.ACKNOWLEDGED)
 
 
@@ -42,15 +42,12 @@ class Assign(Command):
     description = "make a maintainer the primary handler"
     example = "/assign alice@example.org"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
-        address = one_argument(args, "a maintainer's address")
-        if isinstance(address, Outcome):
-            return address
-        address = address.lower()
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        address = one_argument(args, "a maintainer's address").lower()
         if address not in ctx.config.maintainers.members:
-            return refused(f"{address} is not a maintainer")
+            raise Refused(f"{address} is not a maintainer")
         ctx.set("handler", address)
-        return done(f"handler: {address}")
+        return f"handler: {address}"
 
 
 @register
@@ -60,14 +57,12 @@ class Severity(Command):
     description = "set the severity"
     example = "/severity high"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         value = one_argument(args, "|".join(SEVERITIES))
-        if isinstance(value, Outcome):
-            return value
         if value.lower() not in SEVERITIES:
-            return refused(f"{value!r} is not a severity: use {', '.join(SEVERITIES)}")
+            raise Refused(f"{value!r} is not a severity: use {', '.join(SEVERITIES)}")
         ctx.set("severity", value.lower())
-        return done(f"severity: {value.lower()}")
+        return f"severity: {value.lower()}"
 
 
 @register
@@ -77,10 +72,8 @@ class Cvss(Command):
     description = "set the CVSS 3.x or 4.0 vector (the score is computed)"
     example = "/cvss CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         vector = one_argument(args, "a CVSS vector")
-        if isinstance(vector, Outcome):
-            return vector
         try:
             if vector.startswith("CVSS:4.0/"):
                 v4 = CVSS4(vector)
@@ -89,12 +82,12 @@ class Cvss(Command):
                 v3 = CVSS3(vector)
                 clean, score = v3.clean_vector(), float(v3.base_score)
             else:
-                return refused("the vector must start with CVSS:3.0/, CVSS:3.1/ or CVSS:4.0/")
+                raise Refused("the vector must start with CVSS:3.0/, CVSS:3.1/ or CVSS:4.0/")
         except CVSSError as exc:
-            return refused(f"invalid vector: {clean_header_text(str(exc), 200)}")
+            raise Refused(f"invalid vector: {clean_header_text(str(exc), 200)}") from None
         ctx.set("cvss", clean)
         ctx.set("cvss_score", score)
-        return done(f"cvss: {clean} (base score {score})")
+        return f"cvss: {clean} (base score {score})"
 
 
 @register
@@ -104,16 +97,14 @@ class State(Command):
     description = "move the report to another state: " + ", ".join(wf.STATES)
     example = "/state fixing"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         target = one_argument(args, "a state")
-        if isinstance(target, Outcome):
-            return target
         if target.lower() == wf.DUPLICATE:
-            return refused("use /duplicate ID")
+            raise Refused("use /duplicate ID")
         if target.lower() == wf.REJECTED:
-            return refused("use /reject REASON")
+            raise Refused("use /reject REASON")
         if target.lower() == wf.DISCLOSED:
-            return COMMANDS["disclose"].run(ctx, ())
+            return disclose(ctx)
         return ctx.transition(target.lower())
 
 
@@ -123,7 +114,7 @@ class Confirm(Command):
     description = "confirm the problem (the reporter is told)"
     example = "/confirm"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         return ctx.transition(wf.CONFIRMED)
 
 
@@ -134,10 +125,8 @@ class Reject(Command):
     description = "reject the report; the reason goes to the reporter"
     example = "/reject works as documented: the file is world-readable by design"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         reason = text_argument(args, "a reason for the reporter")
-        if isinstance(reason, Outcome):
-            return reason
         return ctx.transition(wf.REJECTED, reason=reason)
 
 
@@ -148,19 +137,16 @@ class Duplicate(Command):
     description = "mark the report a duplicate of another one"
     example = "/duplicate k7f3q9xm"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         other = one_argument(args, "the ID of the other report")
-        if isinstance(other, Outcome):
-            return other
         other = other.lower().lstrip("#")
         if other == ctx.report_id:
-            return refused("a report cannot duplicate itself")
+            raise Refused("a report cannot duplicate itself")
         if ctx.store.report(other) is None:
-            return refused(f"there is no report {other}")
-        outcome = ctx.transition(wf.DUPLICATE, of=other)
-        if outcome.ok:
-            ctx.set("duplicate_of", other)
-        return outcome
+            raise Refused(f"there is no report {other}")
+        line = ctx.transition(wf.DUPLICATE, of=other)
+        ctx.set("duplicate_of", other)
+        return line
 
 
 @register
@@ -169,11 +155,11 @@ class Waiting(Command):
     description = "we wait for the reporter: the response clocks pause until they write"
     example = "/waiting"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         if ctx.report["waiting"]:
-            return refused("already waiting on the reporter")
+            raise Refused("already waiting on the reporter")
         ctx.set("waiting", 1)
-        return done("waiting on the reporter")
+        return "waiting on the reporter"
 
 
 @register
@@ -182,7 +168,7 @@ class Close(Command):
     description = "close the report"
     example = "/close"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         return ctx.transition(wf.CLOSED)
 
 
@@ -192,18 +178,18 @@ class Reopen(Command):
     description = "reopen a closed, rejected, duplicate or spam report"
     example = "/reopen"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         report = ctx.report
         if report["state"] not in wf.TERMINAL:
-            return refused(f"the report is {report['state']}, not ended")
+            raise Refused(f"the report is {report['state']}, not ended")
         target = wf.reopen_target(report["previous_state"])
         ctx.store.conn.execute(
             "UPDATE reports SET state = ?, previous_state = ?, duplicate_of = NULL,"
             " updated_at = ? WHERE id = ?",
             (target, report["state"], ts(ctx.now), ctx.report_id),
         )
-        ctx.event("state", old=report["state"], new=target, reopened=True)
-        return done(f"state: {report['state']} -> {target}")
+        ctx.event(ev.STATE, old=report["state"], new=target, reopened=True)
+        return f"state: {report['state']} -> {target}"
 
 
 @register
@@ -212,15 +198,14 @@ class Status(Command):
     description = "the report's summary, in this transcript"
     example = "/status"
 
-    def run(self, ctx: Context, args: tuple[str, ...]) -> Outcome:
-        return done("status:\n" + summary(ctx.store, ctx.report_id))
+    def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        return "status:\n" + summary(ctx.store, ctx.report_id)
 
 
 def summary(store: Store, report_id: str) -> str:
     row = store.report(report_id)
     assert row is not None
     r = dict(row)
-    credit = json.loads(r["credit"]) if r["credit"] else None
     lines = [
         f"  report:    {r['id']} {r['title']}",
         f"  state:     {r['state']}" + (" (waiting on the reporter)" if r["waiting"] else ""),
@@ -231,13 +216,6 @@ def summary(store: Store, report_id: str) -> str:
         f"  fixed in:  {r['fixed_in'] or '-'}",
         f"  CVEs:      {', '.join(json.loads(r['cves'])) or '-'}",
         f"  embargo:   {r['embargo'] or '-'}",
-        "  credit:    "
-        + (
-            "-"
-            if credit is None
-            else "anonymous"
-            if credit["kind"] == "anonymous"
-            else credit["name"]
-        ),
+        f"  credit:    {reporter_credit(r).label()}",
     ]
     return "\n".join(lines)

@@ -30,42 +30,19 @@ from typing import Any
 
 from triaged.config import Config
 from triaged.core.versions import parse_range
+from triaged.disclosure.credit import ANONYMOUS, NAME, NONE, Credit, reporter_credit
 from triaged.mail.parse import clean_header_text
 
 # 1.6.2 is the first OSV schema version with the CVSS_V4 severity type.
 OSV_SCHEMA_VERSION = "1.6.2"
-ANONYMOUS = "Anonymous researcher"
 
 
-@dataclass(frozen=True)
-class Credit:
-    """How the reporter is credited: kind "name" (with the name), "anonymous", or "none"."""
-
-    kind: str
-    name: str | None = None
-
-    def sentence(self) -> str:
-        if self.kind == "name":
-            return f"Reported by {markdown_text(self.name or '')}."
-        if self.kind == "anonymous":
-            return "Reported privately by a researcher who asked to remain anonymous."
-        return "Reported privately."
-
-
-def reporter_credit(report: Mapping[str, Any]) -> Credit:
-    """The reporter's stated preference (the `credit` column, set by /credit)."""
-    stated = report.get("credit")
-    if isinstance(stated, str):
-        try:
-            stated = json.loads(stated)
-        except ValueError:
-            stated = None
-    if not isinstance(stated, dict):
-        return Credit("none")
-    if stated.get("kind") == "anonymous":
-        return Credit("anonymous")
-    name = clean_header_text(str(stated.get("name") or ""), 100)
-    return Credit("name", name) if name else Credit("none")
+def _credit_sentence(credit: Credit) -> str:
+    if credit.kind == NAME:
+        return f"Reported by {markdown_text(credit.name or '')}."
+    if credit.kind == ANONYMOUS:
+        return "Reported privately by a researcher who asked to remain anonymous."
+    return "Reported privately."
 
 
 @dataclass(frozen=True)
@@ -227,7 +204,7 @@ def draft(report: Mapping[str, Any], config: Config, now: datetime) -> Advisory:
         [
             _sentence(markdown_text(title)),
             f"Affected versions: {affected_text}. {remedy}",
-            credit.sentence(),
+            _credit_sentence(credit),
         ]
     )
 
@@ -255,7 +232,7 @@ def draft(report: Mapping[str, Any], config: Config, now: datetime) -> Advisory:
         gaps.append("package.ecosystem is not set: the OSV record names no affected package")
     if references:
         record["references"] = references
-    if credit.kind == "name" and credit.name:
+    if credit.kind == NAME and credit.name:
         record["credits"] = [{"name": credit.name, "type": "FINDER"}]
     specific: dict[str, Any] = {}
     if severity:
@@ -267,7 +244,7 @@ def draft(report: Mapping[str, Any], config: Config, now: datetime) -> Advisory:
 
     if not severity and not vector:
         gaps.append("no severity (/severity) and no CVSS vector (/cvss)")
-    if credit.kind == "none":
+    if credit.kind == NONE:
         gaps.append('the reporter stated no credit preference: the draft says "Reported privately"')
 
     severity_text = str(severity).capitalize() if severity else ""
@@ -308,7 +285,7 @@ def draft(report: Mapping[str, Any], config: Config, now: datetime) -> Advisory:
         "",
         "## Credit",
         "",
-        credit.sentence(),
+        _credit_sentence(credit),
     ]
     if references:
         lines += ["", "## References", "", *(f"- <{r['url']}>" for r in references)]

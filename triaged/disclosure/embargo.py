@@ -1,5 +1,6 @@
-"""Disclosure decisions: when an embargo ends and which end dates the policy allows. Pure: no
-I/O.
+"""Disclosure decisions: when an embargo ends, which end dates the policy allows, what
+`/embargo` may set and when the announcement may come. Pure: no I/O. A decision that says no
+raises `Refused` with the reason a maintainer reads in the transcript.
 
 The embargo is stored in `reports.embargo` as text: a date ("2026-12-01": the embargo ends at
 the start of that day in the project's time zone, the day the announcement may be made), or a
@@ -21,7 +22,10 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from triaged.core import workflow as wf
 from triaged.core.durations import add, parse_duration
+from triaged.errors import Refused
+from triaged.mail.parse import clean_header_text
 
 if TYPE_CHECKING:
     from triaged.config import PolicyConfig
@@ -121,3 +125,119 @@ def first_allowed_date(moment: datetime, tz: ZoneInfo) -> date:
     local = moment.astimezone(tz)
     day = local.date()
     return day if local.time() == time(0) else day + timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What `/embargo` sets: the value stored in `reports.embargo` (None withdraws the
+    embargo), the instant it ends, and why that instant when the maintainer named none."""
+
+    stored: str | None
+    end: datetime | None
+    why: str = ""
+
+
+def change(
+    request: str | None,
+    *,
+    state: str,
+    stored: str | None,
+    now: datetime,
+    fixed_at: datetime | None,
+    policy: PolicyConfig,
+    when: Callable[[datetime], str] = str,
+) -> Change:
+    """The embargo that `/embargo [request]` sets on a report in `state` whose embargo is
+    `stored` now: `request` is a date, a date and time, "+DURATION", "none", or None for the
+    policy's `embargo_default`. Raises Refused when the policy does not allow it."""
+    if state in wf.TERMINAL or state == wf.DISCLOSED:
+        raise Refused(f"the report is {state}: an embargo no longer applies")
+    tz = policy.calendar.timezone
+    if request is not None and request.lower() == "none":
+        if stored is None:
+            raise Refused("no embargo is set")
+        return Change(None, None)
+    allowed = window(now, fixed_at, policy, when)
+    if allowed.latest is not None and allowed.earliest > allowed.latest:
+        raise Refused(
+            f"the policy allows no date now: the earliest, {when(allowed.earliest)}"
+            f" ({allowed.why}), is after the latest, {when(allowed.latest)} (embargo_max)"
+        )
+    why = ""
+    if request is not None:
+        try:
+            requested = parse_request(request, now, policy)
+        except ValueError as exc:
+            raise Refused(clean_header_text(str(exc), 200)) from None
+    elif policy.embargo_default is not None:
+        default_end = add(now, policy.embargo_default, policy.calendar)
+        requested = at_instant(max(default_end, allowed.earliest), tz)
+        why = f"{policy.embargo_default.human()} from now: embargo_default"
+        if default_end < allowed.earliest:
+            why = "the earliest the policy allows, later than embargo_default"
+    else:
+        raise Refused("needs a date (YYYY-MM-DD) or +DURATION: the policy has no embargo_default")
+    _check_end(requested.end, now, allowed, policy, when)
+    if requested.stored == stored:
+        raise Refused(f"the embargo already ends {when(requested.end)}")
+    return Change(requested.stored, requested.end, why)
+
+
+def _check_end(
+    end: datetime,
+    now: datetime,
+    allowed: Window,
+    policy: PolicyConfig,
+    when: Callable[[datetime], str],
+) -> None:
+    """Refused unless `end` is in the future and inside the window the policy allows."""
+    tz = policy.calendar.timezone
+    if end <= now:
+        raise Refused(
+            f"the embargo would have ended {when(end)}, which is past;"
+            " /disclose once the issue is public"
+        )
+    if end < allowed.earliest:
+        day = first_allowed_date(allowed.earliest, tz)
+        local = allowed.earliest.astimezone(tz)
+        exact = f" (or /embargo {local.strftime('%Y-%m-%dT%H:%M')})" if local.date() != day else ""
+        raise Refused(
+            f"{when(end)} is earlier than the policy allows: the earliest is"
+            f" {when(allowed.earliest)}, {allowed.why}; /embargo {day}{exact} or later"
+        )
+    if allowed.latest is not None and end > allowed.latest:
+        cap = policy.embargo_max.human() if policy.embargo_max else ""
+        raise Refused(
+            f"{when(end)} is later than the policy allows: an embargo lasts at most {cap}"
+            f" from when it is set (embargo_max), so it must end by {when(allowed.latest)}"
+        )
+
+
+def check_announcement(
+    *,
+    state: str,
+    stored: str | None,
+    now: datetime,
+    fixed_at: datetime | None,
+    policy: PolicyConfig,
+    when: Callable[[datetime], str] = str,
+) -> None:
+    """Refused while a fixed report may not be announced yet: before its embargo ends, or
+    before the policy's `disclose_after_fix` has passed since the fix."""
+    if state != wf.FIXED:
+        return
+    end = embargo_end(stored, policy.calendar.timezone)
+    if end is not None and end > now:
+        raise Refused(
+            f"the embargo ends {when(end)}: /disclose early if the issue is public"
+            " already, or move the date with /embargo"
+        )
+    after = policy.disclose_after_fix
+    if fixed_at is not None and after is not None:
+        allowed = add(fixed_at, after, policy.calendar)
+        if allowed > now:
+            raise Refused(
+                f"the policy allows the announcement from {when(allowed)},"
+                f" {after.human()} after the fix (disclose_after_fix): /disclose early"
+                " if the issue is public already"
+            )

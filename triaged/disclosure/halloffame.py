@@ -14,7 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from triaged.config import Config
+from triaged.core import events as ev
+from triaged.core import workflow as wf
 from triaged.disclosure import advisory
+from triaged.disclosure.credit import NAME, reporter_credit
 from triaged.store.db import Store
 
 
@@ -22,9 +25,10 @@ def disclosed(store: Store) -> list[dict[str, Any]]:
     """The public reports, each with `disclosed_on` (a datetime), newest first."""
     rows = store.all(
         "SELECT r.*, (SELECT MAX(e.at) FROM events e WHERE e.report_id = r.id"
-        "  AND e.kind = 'state' AND json_extract(e.detail, '$.new') = 'disclosed')"
+        "  AND e.kind = ? AND json_extract(e.detail, '$.new') = ?)"
         "  AS disclosed_event"
-        " FROM reports r WHERE r.state IN ('disclosed', 'closed')"
+        " FROM reports r WHERE r.state IN (?, ?)",
+        (ev.STATE, wf.DISCLOSED, wf.DISCLOSED, wf.CLOSED),
     )
     reports = []
     for row in rows:
@@ -37,14 +41,11 @@ def disclosed(store: Store) -> list[dict[str, Any]]:
 
 
 def _line(report: Mapping[str, Any], config: Config) -> str | None:
-    credit = advisory.reporter_credit(report)
-    if credit.kind == "none":
+    credit = reporter_credit(report)
+    name = credit.public_name()
+    if name is None:
         return None
-    who = (
-        f"**{advisory.markdown_text(credit.name or '')}**"
-        if credit.kind == "name"
-        else advisory.ANONYMOUS
-    )
+    who = f"**{advisory.markdown_text(name)}**" if credit.kind == NAME else name
     what = ", ".join(advisory.cve_ids(report)) or advisory.advisory_id(report, config)
     url = advisory.advisory_url(report, config)
     if url:

@@ -1,17 +1,24 @@
 """What disclosure adds to a report's life: when it became fixed, the notes a transition to
-fixed adds to the transcript, and what mail to the reporter says of the embargo and credit."""
+fixed adds to the transcript, the move to disclosed (`/disclose` and `/state disclosed`), and
+what mail to the reporter says of the embargo and credit."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
+from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.durations import add
 from triaged.core.timefmt import parse_ts
 from triaged.disclosure.credit import ReportContext, ask_credit_once, credit_words
-from triaged.disclosure.embargo import embargo_end, first_allowed_date, window
+from triaged.disclosure.embargo import (
+    check_announcement,
+    embargo_end,
+    first_allowed_date,
+    window,
+)
+from triaged.store import events
 
 
 def fixed_at(ctx: ReportContext) -> datetime | None:
@@ -19,15 +26,29 @@ def fixed_at(ctx: ReportContext) -> datetime | None:
     None unless it is fixed or disclosed now."""
     if ctx.report["state"] not in (wf.FIXED, wf.DISCLOSED):
         return None
-    rows = ctx.store.all(
-        "SELECT at, detail FROM events WHERE report_id = ? AND kind = 'state' ORDER BY id DESC",
-        (ctx.report_id,),
-    )
-    for row in rows:
-        detail = json.loads(row["detail"] or "{}")
+    for row in events.state_changes(ctx.store, ctx.report_id):
+        detail = ev.decode_detail(row["detail"])
         if detail.get("new") == wf.FIXED and not detail.get("reopened"):
             return parse_ts(str(row["at"]))
     return None
+
+
+def disclose(ctx: ReportContext, *, early: bool = False) -> str:
+    """Moves the report to disclosed, if the policy allows the announcement now (`early`: the
+    issue is public already, so the embargo and `disclose_after_fix` no longer hold it back).
+    Returns the transcript line; raises Refused."""
+    if not early:
+        report = ctx.report
+        check_announcement(
+            state=report["state"],
+            stored=report["embargo"],
+            now=ctx.now,
+            fixed_at=fixed_at(ctx),
+            policy=ctx.config.policy,
+            when=ctx.composer.when,
+        )
+        return ctx.transition(wf.DISCLOSED)
+    return ctx.transition(wf.DISCLOSED, early=True)
 
 
 def after_transition(ctx: ReportContext, target: str) -> str:

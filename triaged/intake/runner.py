@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from triaged.commands.dispatch import Dispatcher
 from triaged.config import Config
+from triaged.core import events as ev
 from triaged.core.durations import add
 from triaged.core.ids import find_tag, new_report_id, tag
 from triaged.core.timefmt import ts
@@ -30,6 +31,7 @@ from triaged.mail.mailbox.base import Envelope, Mailbox
 from triaged.mail.openpgp import Keyring, Reader
 from triaged.mail.parse import ParsedMessage, parse
 from triaged.service.outbox import enqueue
+from triaged.store import events, reports
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -256,7 +258,7 @@ class IntakeRunner:
             log.warning("intake: quarantined uid %s: %s", incoming.uid, exc.reason)
             with self.store.transaction():
                 number = self._store(incoming, None, QUARANTINED, exc.reason, None)
-                self.store.event(None, incoming.received, "quarantined", message=number)
+                events.record(self.store, None, incoming.received, ev.QUARANTINED, message=number)
             return QUARANTINED
         if msg.message_id is not None:
             earlier = self.store.one(
@@ -318,10 +320,11 @@ class IntakeRunner:
         )
         if msg is not None and msg.openpgp is not None:
             for key in msg.openpgp.keys:
-                self.store.event(
+                events.record(
+                    self.store,
                     report_id,
                     incoming.received,
-                    "openpgp_key",
+                    ev.OPENPGP_KEY,
                     actor=key.address,
                     message=number,
                     fingerprint=key.fingerprint,
@@ -337,7 +340,7 @@ class IntakeRunner:
                 number = self._store(
                     incoming, None, QUARANTINED, "internal error; see the log", None
                 )
-                self.store.event(None, incoming.received, "quarantined", message=number)
+                events.record(self.store, None, incoming.received, ev.QUARANTINED, message=number)
         except Exception:
             log.exception("intake: cannot store uid %s; it stays in the mailbox", incoming.uid)
             return None
@@ -361,7 +364,7 @@ class IntakeRunner:
                     "received_at": ts(now),
                 },
             )
-            self.store.event(None, now, "quarantined", message=number)
+            events.record(self.store, None, now, ev.QUARANTINED, message=number)
 
     # --- what each kind of message does -----------------------------------------------------
 
@@ -393,16 +396,16 @@ class IntakeRunner:
                 },
             )
         number = self._store(incoming, msg, c.REPORT, decision.reason, report_id)
-        self.store.event(report_id, now, "received", actor=reporter, message=number)
+        events.record(self.store, report_id, now, ev.RECEIVED, actor=reporter, message=number)
         out: list[Outgoing] = []
         due = self._due(now)
         no_receipt = self._receipt_refusal(reporter, now)
         if no_receipt is None and reporter:
             out.append(self._receipt(report_id, reporter, msg, now, due))
-            self.store.event(report_id, now, "receipt", to=reporter)
+            events.record(self.store, report_id, now, ev.RECEIPT, to=reporter)
         else:
             log.info("intake: report %s: no receipt: %s", report_id, no_receipt)
-            self.store.event(report_id, now, "receipt_suppressed", reason=no_receipt)
+            events.record(self.store, report_id, now, ev.RECEIPT_SUPPRESSED, reason=no_receipt)
         text, truncated = _cap(msg.text)
         context = {
             "reporter": reporter,
@@ -491,7 +494,7 @@ class IntakeRunner:
         assert report_id is not None
         now = incoming.received
         number = self._store(incoming, msg, c.FOLLOWUP, decision.reason, report_id)
-        self.store.event(report_id, now, "followup", actor=msg.from_addr, message=number)
+        events.record(self.store, report_id, now, ev.FOLLOWUP, actor=msg.from_addr, message=number)
         report = self.store.report(report_id)
         text, truncated = _cap(msg.text)
         context = {
@@ -516,11 +519,7 @@ class IntakeRunner:
             )
             for member in self.config.maintainers.members
         ]
-        if report is not None and report["waiting"]:
-            self.store.conn.execute(
-                "UPDATE reports SET waiting = 0, updated_at = ? WHERE id = ?", (ts(now), report_id)
-            )
-            self.store.event(report_id, now, "waiting_over", actor=msg.from_addr, message=number)
+        reports.end_waiting(self.store, report_id, now, actor=msg.from_addr, message=number)
         role = self.store.participants(report_id).get(msg.from_addr or "")
         out += self.dispatcher.reporter(msg, report_id, number, now, role == "reporter")
         enqueue(self.store, out, now)
@@ -538,10 +537,11 @@ class IntakeRunner:
     def _automatic(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
         number = self._store(incoming, msg, c.AUTOMATIC, decision.reason, decision.report_id)
         if decision.report_id is not None:
-            self.store.event(
+            events.record(
+                self.store,
                 decision.report_id,
                 incoming.received,
-                "automatic",
+                ev.AUTOMATIC,
                 actor=msg.from_addr,
                 message=number,
                 reason=decision.reason,
@@ -554,8 +554,14 @@ class IntakeRunner:
         # Held apart: the message is not linked to the report it claims.
         reason = f"claims report {claimed}: {decision.reason}"
         number = self._store(incoming, msg, c.UNVERIFIED, reason, None)
-        self.store.event(
-            None, incoming.received, "held", actor=msg.from_addr, message=number, claimed=claimed
+        events.record(
+            self.store,
+            None,
+            incoming.received,
+            ev.HELD,
+            actor=msg.from_addr,
+            message=number,
+            claimed=claimed,
         )
         out = [
             self.composer.build(

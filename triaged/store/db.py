@@ -1,4 +1,5 @@
-"""SQLite storage: the one source of truth. Schema changes only through `MIGRATIONS`.
+"""SQLite storage: the one source of truth. Its schema changes only through the migrations
+of triaged/store/migrations.py, applied when a `Store` opens the file.
 
 Every unit of work runs inside `Store.transaction()` (BEGIN IMMEDIATE, so two runners never
 deadlock on a lock upgrade); sqlite-utils' own writes nest inside it as savepoints.
@@ -6,215 +7,24 @@ deadlock on a lock upgrade); sqlite-utils' own writes nest inside it as savepoin
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from sqlite_utils.migrations import Migrations
 
 from triaged.core.timefmt import ts
-
-Migration = Callable[[sqlite3.Connection], None]
-
-
-def _script(conn: sqlite3.Connection, sql: str) -> None:
-    """Runs `;`-separated DDL inside the current transaction (executescript would commit it)."""
-    for statement in sql.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-def _m001_initial(conn: sqlite3.Connection) -> None:
-    _script(
-        conn,
-        """
-        CREATE TABLE reports (
-            id TEXT PRIMARY KEY,
-            title TEXT NOT NULL,
-            state TEXT NOT NULL,
-            severity TEXT,
-            cvss TEXT,
-            handler TEXT,
-            reporter TEXT,
-            affected TEXT,
-            fixed_in TEXT,
-            cves TEXT NOT NULL DEFAULT '[]',
-            embargo TEXT,
-            disclosed_at TEXT,
-            credit TEXT,
-            waiting INTEGER NOT NULL DEFAULT 0,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        );
-        CREATE TABLE messages (
-            id INTEGER PRIMARY KEY,
-            mailbox TEXT NOT NULL,
-            uidvalidity INTEGER NOT NULL,
-            uid TEXT NOT NULL,
-            message_id TEXT,
-            sha256 TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            raw BLOB,
-            from_addr TEXT,
-            subject TEXT,
-            kind TEXT NOT NULL,
-            reason TEXT,
-            report_id TEXT REFERENCES reports(id),
-            received_at TEXT NOT NULL,
-            UNIQUE (mailbox, uidvalidity, uid)
-        );
-        CREATE INDEX messages_sha256 ON messages(sha256);
-        CREATE INDEX messages_message_id ON messages(message_id);
-        CREATE INDEX messages_report ON messages(report_id);
-        CREATE TABLE participants (
-            report_id TEXT NOT NULL REFERENCES reports(id),
-            address TEXT NOT NULL,
-            role TEXT NOT NULL,
-            added_by TEXT,
-            added_at TEXT NOT NULL,
-            PRIMARY KEY (report_id, address)
-        );
-        CREATE TABLE events (
-            id INTEGER PRIMARY KEY,
-            report_id TEXT REFERENCES reports(id),
-            at TEXT NOT NULL,
-            actor TEXT,
-            kind TEXT NOT NULL,
-            detail TEXT NOT NULL DEFAULT '{}',
-            message INTEGER REFERENCES messages(id)
-        );
-        CREATE INDEX events_report ON events(report_id, at);
-        CREATE TABLE outbox (
-            id INTEGER PRIMARY KEY,
-            message_id TEXT NOT NULL UNIQUE,
-            report_id TEXT REFERENCES reports(id),
-            kind TEXT NOT NULL,
-            envelope_from TEXT NOT NULL,
-            recipient TEXT NOT NULL,
-            raw BLOB NOT NULL,
-            state TEXT NOT NULL DEFAULT 'pending',
-            attempts INTEGER NOT NULL DEFAULT 0,
-            next_attempt_at TEXT NOT NULL,
-            last_error TEXT,
-            created_at TEXT NOT NULL,
-            sent_at TEXT
-        );
-        CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
-        CREATE INDEX outbox_recipient ON outbox(kind, recipient, created_at);
-        CREATE TABLE mailbox_state (
-            mailbox TEXT PRIMARY KEY,
-            uidvalidity INTEGER NOT NULL,
-            updated_at TEXT NOT NULL
-        );
-        """,
-    )
-
-
-def _m002_workflow(conn: sqlite3.Connection) -> None:
-    _script(
-        conn,
-        """
-        ALTER TABLE reports ADD COLUMN previous_state TEXT;
-        ALTER TABLE reports ADD COLUMN duplicate_of TEXT;
-        ALTER TABLE reports ADD COLUMN cvss_score REAL;
-        CREATE INDEX reports_state ON reports(state);
-        """,
-    )
-
-
-def _m003_clocks(conn: sqlite3.Connection) -> None:
-    """The clocks' state (see triaged/clocks/runner.py) and the daemon's outages.
-
-    deadlines:   each report's clocks as last computed (one row per clock, current cycle).
-    clock_state: when each report next needs a clock pass; '' = now (set by the trigger on
-                 every new event of the report), NULL = nothing scheduled.
-    notices:     the keys of the notices already sent (report_id '' for the daemon's own, such
-                 as the digest), so a pass never sends one twice.
-    outages:     a mailbox or SMTP outage in progress, kept across restarts.
-    """
-    _script(
-        conn,
-        """
-        CREATE TABLE deadlines (
-            report_id TEXT NOT NULL REFERENCES reports(id),
-            clock TEXT NOT NULL,
-            cycle INTEGER NOT NULL DEFAULT 1,
-            started_at TEXT NOT NULL,
-            due_at TEXT,
-            met_at TEXT,
-            stopped_at TEXT,
-            paused INTEGER NOT NULL DEFAULT 0,
-            PRIMARY KEY (report_id, clock)
-        );
-        CREATE INDEX deadlines_due ON deadlines(due_at);
-        CREATE TABLE clock_state (
-            report_id TEXT PRIMARY KEY REFERENCES reports(id),
-            next_at TEXT,
-            computed_at TEXT
-        );
-        CREATE INDEX clock_state_next ON clock_state(next_at);
-        CREATE TABLE notices (
-            report_id TEXT NOT NULL,
-            key TEXT NOT NULL,
-            sent_at TEXT NOT NULL,
-            PRIMARY KEY (report_id, key)
-        );
-        CREATE TABLE outages (
-            name TEXT PRIMARY KEY,
-            started_at TEXT NOT NULL,
-            last_error TEXT,
-            alerted_at TEXT,
-            updated_at TEXT NOT NULL
-        );
-        INSERT INTO clock_state (report_id, next_at) SELECT id, '' FROM reports
-        """,
-    )
-    # One statement with `;` inside, so not through _script.
-    conn.execute(
-        """
-        CREATE TRIGGER events_wake_clocks AFTER INSERT ON events
-        WHEN NEW.report_id IS NOT NULL
-        BEGIN
-            INSERT INTO clock_state (report_id, next_at) VALUES (NEW.report_id, '')
-            ON CONFLICT (report_id) DO UPDATE SET next_at = '';
-        END
-        """
-    )
-
-
-def _m004_openpgp(conn: sqlite3.Connection) -> None:
-    """OpenPGP (triaged/mail/openpgp.py).
-
-    messages.openpgp: how the message was protected, JSON (encrypted, decrypted, problem,
-                      signature, keys); NULL for mail that was neither encrypted nor signed.
-    outbox.openpgp:   how the row leaves: encrypted, clear, withheld or held; NULL until the
-                      outbox runner decided (or when OpenPGP is off).
-    """
-    _script(
-        conn,
-        """
-        ALTER TABLE messages ADD COLUMN openpgp TEXT;
-        ALTER TABLE outbox ADD COLUMN openpgp TEXT
-        """,
-    )
-
-
-MIGRATIONS: list[tuple[str, Migration]] = [
-    ("001_initial", _m001_initial),
-    ("002_workflow", _m002_workflow),
-    ("003_clocks", _m003_clocks),
-    ("004_openpgp", _m004_openpgp),
-]
+from triaged.store.migrations import SCHEMA, upgrade
 
 
 class Store:
     """One connection to the database. Not shared between threads: each runner opens its own."""
 
-    def __init__(self, path: str | Path, migrations: list[tuple[str, Migration]] | None = None):
+    def __init__(self, path: str | Path, migrations: Iterable[Migrations] = (SCHEMA,)) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +36,7 @@ class Store:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
-        self.migrate(MIGRATIONS if migrations is None else migrations)
+        upgrade(self.db, migrations)
 
     def close(self) -> None:
         self.conn.close()
@@ -259,26 +69,6 @@ class Store:
             if not durable:
                 self.conn.execute("PRAGMA synchronous=FULL")
 
-    def migrate(self, migrations: list[tuple[str, Migration]]) -> list[str]:
-        """Applies the migrations not yet applied, each in a transaction with its record."""
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS migrations"
-            " (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
-        applied = {row[0] for row in self.conn.execute("SELECT name FROM migrations")}
-        done = []
-        for name, migration in migrations:
-            if name in applied:
-                continue
-            with self.transaction():
-                migration(self.conn)
-                self.conn.execute(
-                    "INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
-                    (name, ts(datetime.now(UTC))),
-                )
-            done.append(name)
-        return done
-
     # --- small helpers -------------------------------------------------------------------
 
     def one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Row | None:
@@ -294,27 +84,6 @@ class Store:
             tuple(row.values()),
         )
         return int(cursor.lastrowid or 0)
-
-    def event(
-        self,
-        report_id: str | None,
-        at: datetime,
-        kind: str,
-        actor: str | None = None,
-        message: int | None = None,
-        **detail: Any,
-    ) -> None:
-        self.insert(
-            "events",
-            {
-                "report_id": report_id,
-                "at": ts(at),
-                "actor": actor,
-                "kind": kind,
-                "detail": json.dumps(detail, sort_keys=True),
-                "message": message,
-            },
-        )
 
     # --- reads used by several runners --------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""Events: what happened to a report, in the words of the `events` table. Pure.
+
+This module is the contract between the modules that record events (intake, commands, the
+clock runner) and those that read them (the clock engine, the digest, the hall of fame,
+disclosure's `fixed_at`). Events are written only by `triaged.store.events.record`, which
+refuses a kind not listed here; readers compare with these constants, never with bare strings.
+
+Every event has a `report_id` (None only for `held` and `quarantined`), `at` (UTC), an
+`actor` (the address that caused it, when there is one), a `message` (the stored message that
+caused it, when there is one), a `kind`, and a `detail`: a JSON object whose keys depend on
+the kind.
+
+kind                detail keys                    what happened
+received            -                              a new report came in (actor: the reporter)
+receipt             to                             the reporter's receipt was queued
+receipt_suppressed  reason                         no receipt (rate limit, no address)
+followup            -                              a participant wrote (the reporter's mail
+                                                   also ends a /waiting pause: waiting_over)
+waiting_over        -                              the pause of /waiting ended: a participant
+                                                   wrote (`triaged.store.reports.end_waiting`)
+automatic           reason                         automatic mail (bounce, auto-reply) threaded
+held                claimed                        a non-participant used a report's tag
+                                                   (report_id None: held apart)
+quarantined         -                              a message that cannot be handled safely
+                                                   (report_id None)
+note                chars                          a maintainer's internal note
+command             command, ok, result            one command line and its transcript line
+commands_refused    reason                         the sender could not prove who they are
+set                 field, old, new                a field of the report changed (`field` is
+                                                   the column: severity, waiting, embargo,
+                                                   disclosed_at, credit, ...)
+state               old, new, and: reason          a state transition; `reason` of /reject,
+                    (rejected), of (duplicate),    `of` of /duplicate, `early` of /disclose
+                    early (disclosed), reopened    early, `reopened` true for /reopen
+reporter_mail       template                       a mail to the reporter (state, embargo...)
+participant_added   address                        /cc added a participant
+reply               chars                          /reply sent text to the reporter
+advisory_draft      advisory, gaps                 /advisory mailed the drafts
+credit_asked        -                              the reporter was asked how to be credited
+update_sent         key                            the periodic update to the reporter
+clock_notice        key, clock, notice             a reminder, escalation or overdue notice
+openpgp_key         fingerprint, source,           an OpenPGP key came with a participant's
+                    imported, reason               mail (attachment or Autocrypt header):
+                                                   taken for their address, or why not
+
+A new kind is a constant here, a line in this table, and, when it moves a clock, a rule in
+`triaged.clocks.engine` (its `parse_happenings`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+RECEIVED: Final = "received"
+RECEIPT: Final = "receipt"
+RECEIPT_SUPPRESSED: Final = "receipt_suppressed"
+FOLLOWUP: Final = "followup"
+WAITING_OVER: Final = "waiting_over"
+AUTOMATIC: Final = "automatic"
+HELD: Final = "held"
+QUARANTINED: Final = "quarantined"
+NOTE: Final = "note"
+COMMAND: Final = "command"
+COMMANDS_REFUSED: Final = "commands_refused"
+SET: Final = "set"
+STATE: Final = "state"
+REPORTER_MAIL: Final = "reporter_mail"
+PARTICIPANT_ADDED: Final = "participant_added"
+REPLY: Final = "reply"
+ADVISORY_DRAFT: Final = "advisory_draft"
+CREDIT_ASKED: Final = "credit_asked"
+UPDATE_SENT: Final = "update_sent"
+CLOCK_NOTICE: Final = "clock_notice"
+OPENPGP_KEY: Final = "openpgp_key"
+
+KINDS: Final = frozenset(
+    {
+        RECEIVED,
+        RECEIPT,
+        RECEIPT_SUPPRESSED,
+        FOLLOWUP,
+        WAITING_OVER,
+        AUTOMATIC,
+        HELD,
+        QUARANTINED,
+        NOTE,
+        COMMAND,
+        COMMANDS_REFUSED,
+        SET,
+        STATE,
+        REPORTER_MAIL,
+        PARTICIPANT_ADDED,
+        REPLY,
+        ADVISORY_DRAFT,
+        CREDIT_ASKED,
+        UPDATE_SENT,
+        CLOCK_NOTICE,
+        OPENPGP_KEY,
+    }
+)
+
+
+def encode_detail(detail: Mapping[str, Any]) -> str:
+    """The detail as stored: a JSON object with sorted keys."""
+    return json.dumps(dict(detail), sort_keys=True)
+
+
+def decode_detail(raw: object) -> dict[str, Any]:
+    """A stored detail as a dict; {} for anything that is not a JSON object (a reader never
+    fails on an odd row)."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if not isinstance(raw, str | bytes) or not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
