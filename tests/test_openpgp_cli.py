@@ -106,3 +106,17 @@ def test_bad_openpgp_settings_name_the_key(tmp_dir: Path) -> None:
     result = _triaged("--config", str(config), "key", "export")
     assert result.returncode == 2
     assert "openpgp.secret_key_file" in result.stderr
+
+
+def test_readme_and_example_config_document_openpgp() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "## Encrypted mail" in readme
+    assert "### Set-up in four steps" in readme
+    assert "### What is encrypted when" in readme
+    assert "### What is stored in clear in the database, and why" in readme
+    for command in ("`triaged key generate`", "`triaged key export`"):
+        assert f"| {command} |" in readme, command
+    example = (ROOT / "config.example.toml").read_text()
+    section = example.split("[openpgp]", 1)[1]
+    for key in ("secret_key_file", "public_keys", "encrypted_to_maintainers", "# home ="):
+        assert key in section, key
