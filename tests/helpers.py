@@ -269,7 +269,7 @@ class Harness:
     def show(self, report_id: str) -> dict[str, Any]:
         from triaged.views import report_detail
 
-        detail = report_detail(self.store, report_id)
+        detail = report_detail(self.store, report_id, self.config.limits)
         assert detail is not None, f"no report {report_id}"
         return detail
 

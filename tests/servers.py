@@ -6,9 +6,12 @@ state and log in a temporary directory; nothing of a system instance is read or 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
 import email.policy
 import grp
+import json
 import os
 import pwd
 import re
@@ -23,7 +26,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -32,6 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import MISSING, AuthResult
 from imapclient import IMAPClient
 
 from triaged.config import MailboxConfig, Secret, parse_url
@@ -219,6 +223,8 @@ class DovecotServer:
     `ca_file` verifies the server certificate (SAN IP:127.0.0.1 and DNS:localhost).
     capabilities: replaces the post-login CAPABILITY list (`imap_capability`), e.g. to hide
     MOVE and IDLE.
+    oauth2_introspection_url: also accept XOAUTH2 and OAUTHBEARER, checking each bearer token
+    with this RFC 7662 endpoint (Dovecot's oauth2 passdb, before the password one).
     """
 
     def __init__(
@@ -226,11 +232,13 @@ class DovecotServer:
         ssl: str = "no",
         capabilities: str | None = None,
         certs: CertFiles | None = None,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         if ssl not in ("no", "yes", "required"):
             raise ValueError(f"ssl must be no, yes or required, not {ssl!r}")
         self.ssl = ssl
         self.capabilities = capabilities
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.host = LOOPBACK
         self.base = private_dir("triaged-dovecot-")
         self.conf = self.base / "dovecot.conf"
@@ -361,6 +369,19 @@ class DovecotServer:
         text = self._config_24() if self.version >= (2, 4) else self._config_23()
         self.conf.write_text(text)
         self.conf.chmod(0o644)
+        if self.oauth2_introspection_url is not None:
+            self._oauth2_file.write_text(
+                "introspection_mode = post\n"
+                f"introspection_url = {self.oauth2_introspection_url}\n"
+                "username_attribute = username\n"
+                "active_attribute = active\n"
+                "active_value = true\n"
+            )
+            self._oauth2_file.chmod(0o644)
+
+    @property
+    def _oauth2_file(self) -> Path:
+        return self.base / "oauth2.conf.ext"
 
     def _common(self) -> dict[str, str]:
         if os.getuid() == 0:
@@ -385,7 +406,8 @@ class DovecotServer:
             "last_valid_uid": "0",
             "first_valid_gid": str(min(self.mail_gid, 1)),
             "mail_max_userip_connections": "1000",
-            "auth_mechanisms": "plain login",
+            "auth_mechanisms": "plain login"
+            + (" xoauth2 oauthbearer" if self.oauth2_introspection_url else ""),
             "auth_verbose": "yes",
             "login_greeting": "triaged test Dovecot ready.",
         }
@@ -419,6 +441,12 @@ class DovecotServer:
         lines += [f"{key} = {value}" for key, value in settings.items()]
         lines += [
             "namespace inbox {\n  inbox = yes\n}",
+            (
+                "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {self._oauth2_file}\n}}"
+                if self.oauth2_introspection_url
+                else ""
+            ),
             "passdb {\n  driver = passwd-file\n"
             f"  args = scheme=PLAIN username_format=%u {self.users_dir}/%u.passwd\n}}",
             "userdb {\n  driver = passwd-file\n"
@@ -446,6 +474,15 @@ class DovecotServer:
         lines += [f"{key} = {value}" for key, value in settings.items()]
         lines += [
             "namespace inbox {\n  inbox = yes\n}",
+            (
+                "passdb oauth2 {\n  mechanisms_filter = xoauth2 oauthbearer\n"
+                f"  oauth2 {{\n    introspection_mode = post\n"
+                f"    introspection_url = {self.oauth2_introspection_url}\n"
+                "    username_attribute = username\n    active_attribute = active\n"
+                "    active_value = true\n  }\n}"
+                if self.oauth2_introspection_url
+                else ""
+            ),
             f"passdb passwd-file {{\n  passwd_file_path = {self.users_dir}/%{{user}}.passwd\n}}",
             f"userdb passwd-file {{\n  passwd_file_path = {self.users_dir}/%{{user}}.passwd\n}}",
             self._services(self.imaps_port or 0),
@@ -544,6 +581,7 @@ class Captured:
     rcpt_tos: list[str]
     raw: bytes
     msg: EmailMessage
+    login: str | None = None  # the user the client authenticated as, if it did
 
 
 class _SinkHandler:
@@ -568,8 +606,44 @@ class _SinkHandler:
             raw = raw.encode("utf-8", "surrogateescape")
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)
-        self.sink._add(Captured(str(envelope.mail_from), list(envelope.rcpt_tos), raw, msg))
+        login = session.auth_data if isinstance(session.auth_data, str) else None
+        self.sink._add(Captured(str(envelope.mail_from), list(envelope.rcpt_tos), raw, msg, login))
         return "250 OK: queued"
+
+
+class _OAuth2SinkHandler(_SinkHandler):
+    """Adds AUTH XOAUTH2 (aiosmtpd finds `auth_<MECHANISM>` methods on the handler)."""
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
+        if len(args) == 2:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                return AuthResult(
+                    success=False, handled=False, message="501 5.5.2 Can't decode base64"
+                )
+        else:
+            answer = await server.challenge_auth("")
+            if answer is MISSING:
+                return AuthResult(success=False, handled=True)
+            blob = answer
+        fields = dict(
+            part.split("=", 1)
+            for part in blob.decode("utf-8", "replace").split("\x01")
+            if "=" in part
+        )
+        user, bearer = fields.get("user", ""), fields.get("auth", "")
+        token = bearer[7:] if bearer.lower().startswith("bearer ") else ""
+        check = self.sink.oauth2
+        if check is not None and check(user, token):
+            self.sink.logins.append(user)
+            return AuthResult(success=True, auth_data=user)
+        self.sink.refusals += 1
+        # As Google and Microsoft do: a 334 with a JSON status, the client's empty answer, 535.
+        status = {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}
+        if await server.challenge_auth(json.dumps(status)) is MISSING:
+            return AuthResult(success=False, handled=True)  # aiosmtpd answered already
+        return AuthResult(success=False, handled=False)  # 535
 
 
 @dataclass
@@ -579,6 +653,9 @@ class SmtpSink:
     fail_with: answer (code, text) instead of accepting, at DATA (default) or at RCPT
     (`fail_at = "RCPT"`). stop()/start() take the server down and back on the same port.
     With `certs`, STARTTLS is offered (not required) with that certificate.
+    With `oauth2`, a login is required and only AUTH XOAUTH2 is offered (also without TLS, on
+    loopback): `oauth2(user, token)` says whether a bearer token is good for that user.
+    `logins` lists the users logged in, `refusals` counts refused tokens.
     """
 
     certs: CertFiles | None = None
@@ -587,6 +664,9 @@ class SmtpSink:
     fail_with: tuple[int, str] | None = None
     fail_at: str = "DATA"
     messages: list[Captured] = field(default_factory=list)
+    oauth2: Callable[[str, str], bool] | None = None
+    logins: list[str] = field(default_factory=list)
+    refusals: int = 0
 
     def __post_init__(self) -> None:
         self._cond = threading.Condition()
@@ -609,10 +689,18 @@ class SmtpSink:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(str(self.certs.cert_file), str(self.certs.key_file))
             kwargs.update(tls_context=ctx, require_starttls=False)
+        handler = _SinkHandler(self)
+        if self.oauth2 is not None:
+            handler = _OAuth2SinkHandler(self)
+            kwargs.update(
+                auth_required=True,
+                auth_require_tls=False,
+                auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            )
         last: Exception | None = None
         for _ in range(50):  # on a restart the old socket may linger for a moment
             controller = Controller(
-                _SinkHandler(self),
+                handler,
                 hostname=self.host,
                 port=self.port,
                 ready_timeout=10,

@@ -8,6 +8,7 @@ under TYPE_CHECKING too), so a circle cannot hide behind a lazy import.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -191,4 +192,105 @@ def test_a_room_importing_a_forbidden_room_is_found(tmp_path: Path) -> None:
     assert trespasses(import_graph(root)) == [
         "triaged.core.ids imports triaged.config",
         "triaged.mail.parse imports triaged.commands.base",
+    ]
+
+
+# --- one writer per table ------------------------------------------------------------------
+
+# table -> the one module that writes it (migrations, which write the schema, aside).
+TABLE_OWNERS = {
+    "reports": "triaged.store.reports",
+    "participants": "triaged.store.reports",
+    "messages": "triaged.store.messages",
+    "mailbox_state": "triaged.store.messages",
+    "events": "triaged.store.events",
+    "outbox": "triaged.store.outbox",
+    "deadlines": "triaged.store.deadlines",
+    "clock_state": "triaged.store.deadlines",
+    "notices": "triaged.store.notices",
+    "outages": "triaged.store.outages",
+}
+SCHEMA_MODULE = "triaged.store.migrations"
+_WRITES = re.compile(
+    r"\bINSERT\s+(?:OR\s+\w+\s+)?INTO\s+(\w+)|\bREPLACE\s+INTO\s+(\w+)"
+    r"|\bUPDATE\s+(\w+)\s+SET\b|\bDELETE\s+FROM\s+(\w+)"
+)
+
+
+def _sql_texts(tree: ast.AST) -> list[str]:
+    """Every string literal of a module, an f-string with each of its fields as "{}"."""
+    texts = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            texts.append(node.value)
+        elif isinstance(node, ast.JoinedStr):
+            texts.append(
+                "".join(
+                    str(part.value) if isinstance(part, ast.Constant) else "{}"
+                    for part in node.values
+                )
+            )
+    return texts
+
+
+def tables_written(path: Path) -> set[str]:
+    """The tables a module writes: by SQL (INSERT, REPLACE, UPDATE, DELETE) or by
+    `store.insert("table", ...)`."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = {
+        table
+        for text in _sql_texts(tree)
+        for match in _WRITES.finditer(text)
+        for table in match.groups()
+        if table
+    }
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "insert"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value)
+    return found
+
+
+def wrong_writers(root: Path = PACKAGE) -> list[str]:
+    """Each write of a table by a module other than its owner, as "module writes table"."""
+    found = []
+    for name, path in module_names(root).items():
+        if name == SCHEMA_MODULE:
+            continue
+        for table in sorted(tables_written(path)):
+            if TABLE_OWNERS.get(table) != name:
+                found.append(f"{name} writes {table}")
+    return found
+
+
+def test_each_table_is_written_by_its_owner_only() -> None:
+    assert wrong_writers() == []
+
+
+def test_a_write_outside_the_owner_is_found(tmp_path: Path) -> None:
+    root = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "store/__init__.py": "",
+            "store/reports.py": 'def f(s):\n    s.execute("UPDATE reports SET state = ?")\n',
+            "intake/__init__.py": "",
+            "intake/runner.py": "def f(s, c):\n"
+            '    s.insert("participants", {})\n'
+            '    s.execute(f"UPDATE reports SET {c} = ?")\n'
+            '    s.execute("INSERT OR REPLACE INTO mailbox_state VALUES (1)")\n'
+            '    s.execute("DELETE FROM newtable")\n',
+        },
+    )
+    assert wrong_writers(root) == [
+        "triaged.intake.runner writes mailbox_state",
+        "triaged.intake.runner writes newtable",
+        "triaged.intake.runner writes participants",
+        "triaged.intake.runner writes reports",
     ]

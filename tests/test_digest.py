@@ -20,6 +20,7 @@ from triaged.core import events as ev
 from triaged.core.timefmt import ts
 from triaged.mail.compose import Composer
 from triaged.store import events
+from triaged.store import outbox as queue
 from triaged.store.db import Store
 
 ROOT = Path(__file__).parent.parent
@@ -355,7 +356,7 @@ def test_cli_digest_print_shows_without_sending(tmp_path: Path) -> None:
     assert "OVERDUE (1)" in result.stdout
     assert result.stdout.index("cccc0002") < result.stdout.index("cccc0001")
     store = Store(load(path).database)
-    assert store.outbox_backlog() == 0
+    assert queue.backlog(store) == 0
 
     result = _triaged("--config", str(path), "digest")
     assert result.returncode == 0, result.stderr

@@ -42,6 +42,11 @@ TIGHT = LimitsConfig(
 UNSAFE_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
+def _described(attachments: tuple[Attachment, ...]) -> tuple[Attachment, ...]:
+    """The attachments without their SHA-256 (tested on its own)."""
+    return tuple(Attachment(a.filename, a.content_type, a.size) for a in attachments)
+
+
 def make(*headers: str, body: str = "body\n", charset: str = "utf-8") -> bytes:
     head = "\r\n".join(headers)
     return f"{head}\r\n\r\n{body}".encode(charset, "surrogateescape")
@@ -621,7 +626,7 @@ def test_plain_message_text() -> None:
     parsed = parse(simple(body="/ack\r\n/severity high\r\n"), LIMITS)
     assert parsed.text == "/ack\n/severity high\n"
     assert parsed.text_is_first_part is True
-    assert parsed.attachments == ()
+    assert _described(parsed.attachments) == ()
 
 
 def test_text_from_multipart_alternative() -> None:
@@ -637,7 +642,7 @@ def test_text_from_multipart_alternative() -> None:
     parsed = parse(raw, LIMITS)
     assert parsed.text == "/ack café"
     assert parsed.text_is_first_part is True
-    assert parsed.attachments == ()  # the HTML alternative is text, not an attachment
+    assert _described(parsed.attachments) == ()  # the HTML alternative is text, not an attachment
 
 
 def test_text_after_an_inline_image_is_not_the_first_part() -> None:
@@ -652,7 +657,7 @@ def test_text_after_an_inline_image_is_not_the_first_part() -> None:
     parsed = parse(raw, LIMITS)
     assert parsed.text == "/ack"
     assert parsed.text_is_first_part is False
-    assert parsed.attachments == (Attachment("", "image/png", 8),)
+    assert _described(parsed.attachments) == (Attachment("", "image/png", 8),)
 
 
 def test_forwarded_message_text_is_not_the_body() -> None:
@@ -697,13 +702,15 @@ def test_text_attachment_is_not_the_body() -> None:
     )
     parsed = parse(raw, LIMITS)
     assert parsed.text == "real text"
-    assert parsed.attachments == (Attachment("log.txt", "text/plain", 3),)
+    assert _described(parsed.attachments) == (Attachment("log.txt", "text/plain", 3),)
 
 
-def test_html_only_gives_no_text() -> None:
+def test_html_only_gives_its_text_but_never_the_first_part() -> None:
     raw = make("From: a@example.org", "Content-Type: text/html", body="<p>/ack</p>\r\n")
     parsed = parse(raw, LIMITS)
-    assert parsed.text == ""
+    assert parsed.text == "/ack"
+    assert parsed.text_from_html is True
+    # Commands are read only from a text/plain first part, never from converted HTML.
     assert parsed.text_is_first_part is False
 
 
@@ -776,13 +783,13 @@ def test_attachments_listed_with_name_type_and_size() -> None:
     )
     parsed = parse(raw, LIMITS)
     assert parsed.text == "see attached"
-    assert parsed.attachments[:6] == (
+    assert _described(parsed.attachments[:6]) == (
         Attachment("report.pdf", "application/pdf", 9),
         Attachment("passwd", "application/octet-stream", 4),
         Attachment("€ x.png", "image/png", 8),
         Attachment("c.zip", "application/zip", 2),
         Attachment("", "application/x-unnamed", 5),
-        Attachment("n" * 200, "text/plain", 4),
+        Attachment("n" * 196 + ".txt", "text/plain", 4),
     )
 
 
@@ -793,7 +800,9 @@ def test_bad_content_type_is_sanitized() -> None:
         body=("--a\r\nContent-Type: appl\x01ication/x-\xe9vil; name=x\r\n\r\nx\r\n--a--\r\n"),
         charset="latin-1",
     )
-    assert parse(raw, LIMITS).attachments == (Attachment("x", "application/octet-stream", 1),)
+    assert _described(parse(raw, LIMITS).attachments) == (
+        Attachment("x", "application/octet-stream", 1),
+    )
 
 
 def test_undecodable_attachment_reports_raw_size() -> None:
@@ -805,7 +814,7 @@ def test_undecodable_attachment_reports_raw_size() -> None:
             "Content-Transfer-Encoding: x-uuencode\r\n\r\nnot uuencoded at all\r\n--a--\r\n"
         ),
     )
-    assert parse(raw, LIMITS).attachments == (
+    assert _described(parse(raw, LIMITS).attachments) == (
         Attachment("u.bin", "application/octet-stream", len("not uuencoded at all")),
     )
 
@@ -839,7 +848,7 @@ def test_corpus_expectations() -> None:
     assert corpus("start_boundary_missing").attachments[0].content_type == "multipart/mixed"
     parsed = corpus("close_boundary_missing")
     assert parsed.text == "the report text"
-    assert parsed.attachments == (Attachment("poc.bin", "application/octet-stream", 6),)
+    assert _described(parsed.attachments) == (Attachment("poc.bin", "application/octet-stream", 6),)
     assert corpus("double_boundary").text == "first"
     assert corpus("bad_base64").text.startswith("hello world")
     parsed = corpus("bogus_charset")
@@ -880,7 +889,7 @@ def test_corpus_expectations() -> None:
     assert parsed.subject == "hello Bcc: victim@example.org"
     assert parsed.message_id == "<injected@example.org>"
     assert parsed.in_reply_to == ("<ab@example.org>", "<cd@example.org>")
-    assert parsed.attachments == (Attachment("passwd", "application/octet-stream", 1),)
+    assert _described(parsed.attachments) == (Attachment("passwd", "application/octet-stream", 1),)
     assert parsed.authentication_results == (
         "mx.example.net; dkim=pass header.d=example.org; dmarc=pass",
     )
@@ -898,13 +907,14 @@ def test_corpus_expectations() -> None:
     assert corpus("invalid_content_types").text == "no slash: taken as text/plain"
     assert corpus("multipart_base64_cte").text == "plain"
     assert corpus("binary_body").attachments[0].size == 8
-    assert corpus("html_only").text == ""
+    parsed = corpus("html_only")
+    assert (parsed.text, parsed.text_from_html, parsed.text_is_first_part) == ("/ack", True, False)
     assert corpus("long_subject").subject == "é" * 300
     assert corpus("rfc822_garbage").text == "see below"
     assert corpus("bad_dates").date is None
     parsed = corpus("nested_first_part")
     assert (parsed.text, parsed.text_is_first_part) == ("/ack\n/severity high", True)
-    assert parsed.attachments == (Attachment("logo.png", "image/png", 8),)
+    assert _described(parsed.attachments) == (Attachment("logo.png", "image/png", 8),)
     assert corpus("crlf_mixed_endings").text == "line\nline2"
     for name in ("no_headers", "empty"):
         with pytest.raises(UnsafeMessage):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from triaged.store import outbox as queue
 from triaged.store.db import Store
 
 
@@ -57,7 +58,7 @@ def test_report_for_outgoing_prefers_the_newest_reference(tmp_path: Path) -> Non
                 " next_attempt_at, created_at) VALUES (?, ?, 'k', '', 'r', x'00', 'x', 'x')",
                 (mid, rid),
             )
-    assert store.report_for_outgoing(("<1@x>", "<2@x>", "<3@x>", "<9@y>")) == "bbbb2345"
-    assert store.report_for_outgoing(("<1@x>", "<9@y>")) == "aaaa2345"
-    assert store.report_for_outgoing(("<3@x>",)) is None
-    assert store.report_for_outgoing(()) is None
+    assert queue.report_of(store, ("<1@x>", "<2@x>", "<3@x>", "<9@y>")) == "bbbb2345"
+    assert queue.report_of(store, ("<1@x>", "<9@y>")) == "aaaa2345"
+    assert queue.report_of(store, ("<3@x>",)) is None
+    assert queue.report_of(store, ()) is None

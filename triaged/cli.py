@@ -1,5 +1,5 @@
-"""The command line: `triaged run`, `check`, `reports`, `show`, `deadlines`, `digest`, `backup`,
-`demo`."""
+"""The command line: `triaged run`, `check`, `reports`, `show`, `export`, `import`, `deadlines`,
+`digest`, `backup`, `demo`, `oauth2 login`, and the disclosure outputs."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from triaged.errors import (
     BackupError,
     ConfigError,
     MailboxError,
+    TokenError,
     TransportError,
 )
 from triaged.logs import setup_logging
@@ -113,33 +114,51 @@ def run(ctx: click.Context) -> None:
 @main.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Validate the config, log in to the mailbox, greet the SMTP server.
+    """Validate the config, get an OAuth2 token if one is needed, log in to the mailbox, greet
+    the SMTP server; each line says which login (password or oauth2) that side uses.
 
-    Exit status: 0 all fine, 1 the mailbox or SMTP server failed, 2 the config is bad.
+    Exit status: 0 all fine, 1 the mailbox, SMTP or token endpoint failed, 2 the config is bad.
 
     Example: triaged --config /etc/triaged/config.toml check
     """
     from triaged.mail.mailbox import open_mailbox
+    from triaged.mail.oauth2 import tokens_for
     from triaged.mail.transport import open_transport
 
     config = _config(ctx)
     click.echo(f"config: ok ({config.path})")
     failed = False
-    mailbox = open_mailbox(config.mailbox)
+    tokens = tokens_for(config)
+    if tokens is not None:
+        try:
+            tokens.token()
+            left = tokens.expires_in() or 0
+            click.echo(
+                f"oauth2: ok (a token from {tokens.config.token_url} by the "
+                f"{tokens.config.grant} grant, valid for {left / 60:.0f} more minutes)"
+            )
+        except TokenError as exc:
+            click.echo(f"oauth2: FAILED: {exc}")
+            failed = True
+    mailbox = open_mailbox(config.mailbox, tokens)
+    auth = _auth_name(config.mailbox.auth, config.mailbox.endpoint.is_maildir, True)
     try:
         mailbox.connect()
         waiting = len(mailbox.pending())
-        click.echo(f"mailbox: ok ({config.mailbox.endpoint.display()}, {waiting} waiting)")
+        click.echo(f"mailbox: ok ({config.mailbox.endpoint.display()}, {auth}, {waiting} waiting)")
     except MailboxError as exc:
-        click.echo(f"mailbox: FAILED: {exc}")
+        click.echo(f"mailbox: FAILED ({auth}): {exc}")
         failed = True
     finally:
         mailbox.close()
-    transport = open_transport(config.smtp)
+    transport = open_transport(config.smtp, tokens)
+    auth = _auth_name(
+        config.smtp.auth, config.smtp.endpoint.is_maildir, config.smtp.password is not None
+    )
     try:
-        click.echo(f"smtp: ok ({transport.check()})")
+        click.echo(f"smtp: ok ({auth}; {transport.check()})")
     except TransportError as exc:
-        click.echo(f"smtp: FAILED: {exc}")
+        click.echo(f"smtp: FAILED ({auth}): {exc}")
         failed = True
     finally:
         transport.close()
@@ -161,6 +180,63 @@ def _check_openpgp(config: Config) -> bool:
         click.echo(f"openpgp: FAILED: {exc}")
         return False
     return True
+
+
+def _auth_name(auth: str, is_maildir: bool, has_password: bool) -> str:
+    if is_maildir:
+        return "no login"
+    if auth == "oauth2":
+        return "auth oauth2 (XOAUTH2)"
+    return "auth password" if has_password else "no login"
+
+
+@main.group()
+def oauth2() -> None:
+    """OAuth2 for hosted mailboxes (Microsoft 365, Google Workspace): see [oauth2].
+
+    Example: triaged --config /etc/triaged/config.toml oauth2 login
+    """
+
+
+@oauth2.command()
+@click.pass_context
+def login(ctx: click.Context) -> None:
+    """Get the first refresh token from a terminal (the device authorization grant,
+    RFC 8628): prints a URL and a code to enter there, waits for the sign-in, and stores the
+    refresh token in [oauth2] refresh_token_file (mode 0600). The daemon uses it at its next
+    login; a running one needs no restart.
+
+    Example: triaged --config /etc/triaged/config.toml oauth2 login
+    """
+    from triaged.mail.oauth2 import device_authorization, poll_device_token, write_refresh_token
+
+    config = _config(ctx)
+    settings = config.oauth2
+    if settings is None:
+        _fail(f"{config.path}: there is no [oauth2] section", EXIT_CONFIG)
+    target = settings.refresh_token_file
+    if target is None:
+        _fail(
+            f"{config.path}: oauth2.refresh_token_file is not set: the client credentials grant "
+            "needs no sign-in",
+            EXIT_CONFIG,
+        )
+    try:
+        code = device_authorization(settings)
+        click.echo(f"To sign in, open {code.verification_uri} and enter the code {code.user_code}")
+        if code.verification_uri_complete:
+            click.echo(f"(or open {code.verification_uri_complete})")
+        click.echo(
+            f"Sign in as the mailbox's user ({config.mailbox.endpoint.username or '-'}). "
+            f"Waiting up to {code.expires_in / 60:.0f} minutes..."
+        )
+        refresh_token = poll_device_token(settings, code)
+        write_refresh_token(target, refresh_token)
+    except TokenError as exc:
+        _fail(str(exc), EXIT_UNREACHABLE)
+    except OSError as exc:
+        _fail(f"cannot write {target}: {exc.strerror or exc}", EXIT_UNREACHABLE)
+    click.echo(f"Signed in. The refresh token is in {target} (mode 0600).")
 
 
 @main.command()
@@ -190,15 +266,23 @@ def reports(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.argument("report_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: the report, messages, events.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON: the report, its messages (with text and attachments), events, outbox.",
+)
 @click.pass_context
 def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
-    """Show one report with its messages and events.
+    """Show one report: its fields, each message with its text and attachments, its events.
 
     Example: triaged show k7f3q9xm --json
     """
-    store = Store(_config(ctx).database)
-    detail = report_detail(store, report_id.lower().lstrip("#"))
+    from triaged.mail.parse import clean_body_text
+
+    config = _config(ctx)
+    store = Store(config.database)
+    detail = report_detail(store, report_id.lower().lstrip("#"), config.limits)
     if detail is None:
         _fail(f"no report {report_id}", 1)
     if as_json:
@@ -206,11 +290,24 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
         return
     for key in ("id", "title", "state", "severity", "handler", "reporter", "created_at"):
         click.echo(f"{key + ':':<12} {detail[key] if detail[key] is not None else '-'}")
+    if detail["imported"]:
+        click.echo(f"{'imported:':<12} yes (taken in silently: no receipt, no notification)")
     click.echo("messages:")
     for m in detail["messages"]:
-        click.echo(f"  #{m['id']} {m['received_at'][:16]} {m['kind']:<11} {m['from_addr']}")
+        marks = " (imported)" if m["imported"] else ""
+        click.echo(f"  #{m['id']} {m['received_at'][:16]} {m['kind']:<11} {m['from_addr']}{marks}")
         if m["openpgp"]:
-            click.echo(f"      OpenPGP: {OpenPGPStatus.from_json(m['openpgp']).describe()}")
+            click.echo(f"    OpenPGP: {OpenPGPStatus.from_json(m['openpgp']).describe()}")
+        for a in m["attachments"]:
+            click.echo(
+                f"    attachment {a['index']}: {a['filename'] or '(no name)'} "
+                f"({a['content_type']}, {a['size']} bytes, sha256 {a['sha256']})"
+            )
+        origin = " (converted from HTML)" if m["text_from_html"] else ""
+        click.echo(f"    ----- text{origin} -----")
+        for line in clean_body_text(m["text"]).splitlines() or ["(no text)"]:
+            click.echo(f"    {line}")
+        click.echo("    ----- end of text -----")
     if detail["keys"]:
         click.echo("keys:")
         for k in detail["keys"]:
@@ -218,6 +315,44 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
     click.echo("events:")
     for e in detail["events"]:
         click.echo(f"  {e['at'][:16]} {e['kind']:<18} {e['actor'] or ''}")
+
+
+@main.command()
+@click.argument("report_id")
+@click.option(
+    "--output",
+    "directory",
+    metavar="DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write (created 0700 if missing; default: ./report-ID).",
+)
+@click.pass_context
+def export(ctx: click.Context, report_id: str, directory: Path | None) -> None:
+    """Write a report's raw messages (one mbox file) and attachments (one file each, mode 0600)
+    into DIR, and print each file's SHA-256. Nothing is overwritten or unpacked.
+
+    Example: triaged export k7f3q9xm --output /secure/k7f3q9xm
+    """
+    from triaged.export import export as export_report
+
+    config = _config(ctx)
+    store = Store(config.database)
+    report_id = report_id.lower().lstrip("#")
+    if store.report(report_id) is None:
+        _fail(f"no report {report_id}", 1)
+    target = directory or Path(f"report-{report_id}")
+    try:
+        written = export_report(store, report_id, config.limits, target)
+    except OSError as exc:
+        _fail(f"cannot write into {target}: {exc.strerror or exc}", 1)
+    for item in written:
+        # The sha256sum format, so that `sha256sum -c` can check the files later.
+        click.echo(f"{item.sha256}  {item.path}")
+    attachments = len(written) - 1
+    click.echo(
+        f"report {report_id}: {attachments} attachment(s) and the messages written to {target}",
+        err=True,
+    )
 
 
 @main.command()

@@ -15,18 +15,20 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from triaged.core.durations import Calendar, Duration, Share, parse_duration, parse_offset
 from triaged.core.versions import check_line
 from triaged.errors import ConfigError
+from triaged.mail.providers import PROVIDERS, Provider
 
 DEFAULT_PATH = "/etc/triaged/config.toml"
 SEVERITIES = ("low", "medium", "high", "critical")
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 
+AUTHS = ("password", "oauth2")
 T = TypeVar("T")
 
 
@@ -100,6 +102,9 @@ class MailboxConfig:
     idle_renew: Duration
     connect_timeout: Duration
     batch_size: int
+    auth: str = "password"  # or "oauth2": SASL XOAUTH2 with a token from [oauth2]
+    # The List-Ids of the project's own list(s) in front of the mailbox (triaged/intake/lists.py).
+    own_lists: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,26 @@ class SmtpConfig:
     retry_initial: Duration
     retry_max: Duration
     give_up_after: Duration
+    auth: str = "password"
+
+
+@dataclass(frozen=True)
+class OAuth2Config:
+    """Where the access tokens for XOAUTH2 come from (triaged/mail/oauth2.py)."""
+
+    token_url: str
+    client_id: str
+    client_secret: Secret | None
+    scope: tuple[str, ...]
+    # Delegated access: the refresh token's file (written back when the server rotates it).
+    # None: the client credentials grant (app-only access).
+    refresh_token_file: Path | None
+    device_authorization_url: str | None = None
+    provider: str | None = None
+
+    @property
+    def grant(self) -> str:
+        return "refresh token" if self.refresh_token_file else "client credentials"
 
 
 @dataclass(frozen=True)
@@ -239,6 +264,7 @@ class Config:
     package: PackageConfig = field(default_factory=PackageConfig)
     advisory: AdvisoryConfig = field(default_factory=AdvisoryConfig)
     security_txt: SecurityTxtConfig = field(default_factory=SecurityTxtConfig)
+    oauth2: OAuth2Config | None = None
     openpgp: OpenPGPConfig | None = None  # None: no [openpgp] section, OpenPGP is off
 
 
@@ -345,8 +371,10 @@ class _Loader:
             return Path(creds) / value
         return self.resolve(value)
 
-    def endpoint(self, section: _Section, key: str, kind: str) -> Endpoint:
-        url = section.get(key, str)
+    def endpoint(
+        self, section: _Section, key: str, kind: str, default: Any = _REQUIRED
+    ) -> Endpoint:
+        url = section.get(key, str, default)
         try:
             return parse_url(url, kind, self.base)
         except ValueError as exc:
@@ -462,11 +490,13 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
     policy_section = section("policy", required=False)
     resolve_section = policy_section.sub("resolve")
     sections.append(resolve_section)
+    oauth2_section = section("oauth2", required=False)
+    oauth2 = _oauth2(oauth2_section) if oauth2_section.data else None
     config = Config(
         path=loader.path,
         project=project,
-        mailbox=_mailbox(section("mailbox")),
-        smtp=_smtp(section("smtp")),
+        mailbox=_mailbox(section("mailbox"), oauth2, project),
+        smtp=_smtp(section("smtp"), oauth2, project),
         database=database,
         maintainers=_maintainers(section("maintainers")),
         policy=_policy(policy_section, resolve_section, project),
@@ -478,6 +508,7 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         package=_package(section("package", required=False), project),
         advisory=_advisory(section("advisory", required=False)),
         security_txt=_security_txt(section("security_txt", required=False)),
+        oauth2=oauth2,
         openpgp=_openpgp(section("openpgp", required=False), database),
     )
     if "openpgp" in config.auth.proofs and config.openpgp is None:
@@ -496,11 +527,16 @@ def _project(s: _Section) -> ProjectConfig:
     )
 
 
-def _mailbox(s: _Section) -> MailboxConfig:
-    endpoint = s.loader.endpoint(s, "url", "mailbox")
+def _mailbox(s: _Section, oauth2: OAuth2Config | None, project: ProjectConfig) -> MailboxConfig:
+    auth = s.convert("auth", str, _login_kind, "password")
+    default = _server_default(oauth2, auth, "imap", project)
+    endpoint = s.loader.endpoint(s, "url", "mailbox", default)
+    _check_login(s, auth, endpoint, oauth2)
     return MailboxConfig(
         endpoint=endpoint,
-        password=s.loader.secret(s, "password_file", required=not endpoint.is_maildir),
+        password=s.loader.secret(
+            s, "password_file", required=not endpoint.is_maildir and auth == "password"
+        ),
         ca_file=s.loader.file(s, "ca_file"),
         processed_folder=s.get("processed_folder", str, "triaged-processed"),
         quarantine_folder=s.get("quarantine_folder", str, "triaged-quarantine"),
@@ -508,18 +544,43 @@ def _mailbox(s: _Section) -> MailboxConfig:
         idle_renew=_dur(s, "idle_renew", "25m"),
         connect_timeout=_dur(s, "connect_timeout", "30s"),
         batch_size=s.convert("batch_size", int, _positive, 50),
+        auth=auth,
+        own_lists=s.convert("own_lists", list, _list_ids, []),
     )
 
 
-def _smtp(s: _Section) -> SmtpConfig:
+_LIST_ID = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)+$")
+
+
+def _list_ids(values: list[Any]) -> frozenset[str]:
+    """List-Ids as RFC 2919 writes them inside the angle brackets: "security.example.org"."""
+    ids = set()
+    for value in values:
+        if not isinstance(value, str):
+            raise ValueError("must be a list of strings")
+        list_id = value.strip().removeprefix("<").removesuffix(">").lower()
+        if not _LIST_ID.match(list_id):
+            raise ValueError(
+                f"{value!r} is not a List-Id (the part in angle brackets of a List-Id header,"
+                ' e.g. "security.example.org")'
+            )
+        ids.add(list_id)
+    return frozenset(ids)
+
+
+def _smtp(s: _Section, oauth2: OAuth2Config | None, project: ProjectConfig) -> SmtpConfig:
+    auth = s.convert("auth", str, _login_kind, "password")
+    endpoint = s.loader.endpoint(s, "url", "smtp", _server_default(oauth2, auth, "smtp", project))
+    _check_login(s, auth, endpoint, oauth2)
     smtp = SmtpConfig(
-        endpoint=s.loader.endpoint(s, "url", "smtp"),
+        endpoint=endpoint,
         password=s.loader.secret(s, "password_file", required=False),
         ca_file=s.loader.file(s, "ca_file"),
         timeout=_dur(s, "timeout", "30s"),
         retry_initial=_dur(s, "retry_initial", "30s"),
         retry_max=_dur(s, "retry_max", "1h"),
         give_up_after=_dur(s, "give_up_after", "3d"),
+        auth=auth,
     )
     if smtp.password and not smtp.endpoint.username and not smtp.endpoint.is_maildir:
         raise s.loader.error("smtp.url", "a password_file is set but the URL has no user name")
@@ -836,3 +897,112 @@ def _disclosure_policy(section: _Section, policy: PolicyConfig) -> PolicyConfig:
         embargo_max=cap,
         embargo_remind=tuple(section.convert("embargo_remind", list, _offsets, ["2d"])),
     )
+
+
+# --- [oauth2] and the auth keys of [mailbox] and [smtp] ------------------------------------
+
+
+def _login_kind(value: str) -> str:
+    if value not in AUTHS:
+        raise ValueError(f'{value!r}: must be "password" or "oauth2"')
+    return value
+
+
+def _server_default(
+    oauth2: OAuth2Config | None, auth: str, kind: str, project: ProjectConfig
+) -> Any:
+    """With auth = "oauth2" and a provider, the provider's server, logged in to as the project's
+    address; otherwise the URL is required."""
+    provider = PROVIDERS.get(oauth2.provider or "") if oauth2 else None
+    if auth != "oauth2" or provider is None:
+        return _REQUIRED
+    url = provider.imap_url if kind == "imap" else provider.smtp_url
+    return url.format(user=quote(project.address, safe=""))
+
+
+def _check_login(
+    section: _Section, auth: str, endpoint: Endpoint, oauth2: OAuth2Config | None
+) -> None:
+    if auth != "oauth2":
+        return
+    error = section.loader.error
+    if endpoint.is_maildir:
+        raise error(section.key("auth"), '"oauth2" needs a server: a Maildir has no login')
+    if oauth2 is None:
+        raise error(section.key("auth"), '"oauth2" needs an [oauth2] section')
+    if "password_file" in section.data:
+        raise error(section.key("password_file"), 'not used with auth = "oauth2": remove it')
+    if not endpoint.username:
+        raise error(
+            section.key("url"),
+            "XOAUTH2 logs in as the URL's user: add it (smtp://security%40example.org@host)",
+        )
+
+
+def _oauth2(s: _Section) -> OAuth2Config:
+    loader = s.loader
+    provider: Provider | None = s.convert("provider", str, _provider, None)
+    # Not a credential: triaged writes a rotated refresh token back to this file.
+    refresh_token_file = loader.file(s, "refresh_token_file")
+    app_only = refresh_token_file is None
+    if provider is not None and app_only and provider.app_scope is None:
+        raise loader.error(
+            s.key("refresh_token_file"),
+            f"provider {provider.name} has no client credentials grant for mail: set it",
+        )
+    if (
+        provider is not None
+        and app_only
+        and provider.app_needs_token_url
+        and "token_url" not in s.data
+    ):
+        raise loader.error(
+            s.key("token_url"),
+            "app-only access (no refresh_token_file) needs your tenant's token URL, "
+            "https://login.microsoftonline.com/TENANT-ID/oauth2/v2.0/token",
+        )
+    token_url = s.convert(
+        "token_url", str, _oauth_url, provider.token_url if provider else _REQUIRED
+    )
+    scopes = provider.app_scope if provider and app_only else provider.scope if provider else ()
+    client_secret = loader.secret(s, "client_secret_file", required=False)
+    if app_only and client_secret is None:
+        raise loader.error(
+            s.key("client_secret_file"),
+            "the client credentials grant (no refresh_token_file) needs the client secret",
+        )
+    device_default = provider.device_url(token_url) if provider else None
+    return OAuth2Config(
+        token_url=token_url,
+        client_id=s.convert("client_id", str, _nonempty),
+        client_secret=client_secret,
+        scope=s.convert("scope", object, _scope, list(scopes or ())),
+        refresh_token_file=refresh_token_file,
+        device_authorization_url=s.convert(
+            "device_authorization_url", str, _oauth_url, device_default
+        ),
+        provider=provider.name if provider else None,
+    )
+
+
+def _provider(value: str) -> Provider:
+    if value not in PROVIDERS:
+        raise ValueError(f"{value!r}: must be one of {', '.join(sorted(PROVIDERS))}")
+    return PROVIDERS[value]
+
+
+def _oauth_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+        return value
+    raise ValueError(f"{value!r}: must be an https:// URL (http:// only for a loopback host)")
+
+
+def _scope(value: Any) -> tuple[str, ...]:
+    """A space-separated string, as OAuth2 spells it, or a list of strings."""
+    items = value.split() if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
+        raise ValueError("must be a string of space-separated scopes, or a list of strings")
+    return tuple(i.strip() for i in items)

@@ -63,5 +63,17 @@ class AlreadyRunning(TriagedError):
         self.pid = pid
 
 
+class TokenError(TriagedError):
+    """No OAuth2 access token could be had: says what failed and, when a person must act,
+    the one command that fixes it (`fix`). `lasting` is true when retrying alone cannot help
+    (a revoked grant, a wrong client secret, a missing refresh token)."""
+
+    def __init__(self, what: str, fix: str = "", lasting: bool = False) -> None:
+        super().__init__(f"{what}; fix: {fix}" if fix else what)
+        self.what = what
+        self.fix = fix
+        self.lasting = lasting
+
+
 class BackupError(TriagedError):
     """The backup could not be made; nothing was left at the target."""

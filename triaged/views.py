@@ -1,14 +1,21 @@
-"""Read-only views of the database for the CLI (and, later, mail): plain dicts, JSON-ready."""
+"""Read-only views of the database for the CLI and for mail: plain dicts, JSON-ready, and a
+report's stored messages read again (their text and attachments)."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from triaged.config import LimitsConfig
 from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.timefmt import parse_ts
+from triaged.errors import UnsafeMessage
+from triaged.mail.parse import Attachment, ParsedMessage, attachment_data, parse
 from triaged.store import events
 from triaged.store.db import Store
 
@@ -22,11 +29,12 @@ def report_list(store: Store) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-def report_detail(store: Store, report_id: str) -> dict[str, Any] | None:
+def report_detail(store: Store, report_id: str, limits: LimitsConfig) -> dict[str, Any] | None:
     row = store.report(report_id)
     if row is None:
         return None
     report = dict(row)
+    report["imported"] = is_imported(store, report_id)
     report["cves"] = json.loads(report["cves"])
     report["credit"] = json.loads(report["credit"]) if report["credit"] else None
     report["waiting"] = bool(report["waiting"])
@@ -38,13 +46,20 @@ def report_detail(store: Store, report_id: str) -> dict[str, Any] | None:
             (report_id,),
         )
     ]
+    imported = _imported_messages(store, report_id)
     report["messages"] = [
-        {**dict(m), "openpgp": json.loads(m["openpgp"]) if m["openpgp"] else None}
-        for m in store.all(
-            "SELECT id, kind, from_addr, subject, message_id, size, reason, received_at, openpgp"
-            " FROM messages WHERE report_id = ? ORDER BY id",
-            (report_id,),
-        )
+        {
+            **{key: stored.row[key] for key in _MESSAGE_COLUMNS},
+            "imported": stored.row["id"] in imported,
+            "openpgp": json.loads(stored.row["openpgp"]) if stored.row["openpgp"] else None,
+            "text": stored.parsed.text if stored.parsed else "",
+            "text_from_html": stored.parsed.text_from_html if stored.parsed else False,
+            "attachments": [
+                {"index": item.index, **_attachment_json(item.attachment)}
+                for item in stored.attachments
+            ],
+        }
+        for stored in report_messages(store, report_id, limits)
     ]
     report["events"] = [
         {**dict(e), "detail": ev.decode_detail(e["detail"])}
@@ -89,3 +104,110 @@ def deadline_list(store: Store, now: datetime) -> list[dict[str, Any]]:
         item["seconds_left"] = left // timedelta(seconds=1)
         out.append(item)
     return out
+
+
+# --- a report's messages, read again from their stored bytes --------------------------------
+
+_MESSAGE_COLUMNS = (
+    "id",
+    "kind",
+    "from_addr",
+    "subject",
+    "message_id",
+    "size",
+    "reason",
+    "received_at",
+)
+
+
+@dataclass(frozen=True)
+class ReportAttachment:
+    """One attachment of a report: `index` numbers them across the report (1, 2, ... in the
+    order of its messages), as `show`, `export` and `/attachments N` name them."""
+
+    index: int
+    message: int  # messages.id
+    position: int  # among its message's attachments, from 0
+    attachment: Attachment
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    row: sqlite3.Row
+    parsed: ParsedMessage | None  # None when the stored bytes cannot be read (never for mail
+    # that was handled: it was parsed once already)
+    attachments: tuple[ReportAttachment, ...]
+
+
+def report_messages(
+    store: Store, report_id: str, limits: LimitsConfig, *, before: int | None = None
+) -> list[StoredMessage]:
+    """The report's stored messages in arrival order (with `before`: those stored before that
+    message id), each parsed again, with its attachments numbered across the report."""
+    rows = store.all(
+        "SELECT id, kind, from_addr, subject, message_id, size, reason, received_at, raw,"
+        " openpgp FROM messages WHERE report_id = ? AND raw IS NOT NULL AND id < ? ORDER BY id",
+        (report_id, before if before is not None else 2**62),
+    )
+    out: list[StoredMessage] = []
+    index = 0
+    for row in rows:
+        try:
+            parsed: ParsedMessage | None = parse(row["raw"], limits)
+        except UnsafeMessage:
+            parsed = None
+        numbered = []
+        for position, attachment in enumerate(parsed.attachments if parsed else ()):
+            index += 1
+            numbered.append(ReportAttachment(index, row["id"], position, attachment))
+        out.append(StoredMessage(row, parsed, tuple(numbered)))
+    return out
+
+
+def attachment_count(store: Store, report_id: str, limits: LimitsConfig, before: int) -> int:
+    """How many attachments the report's messages stored before message `before` carry: the
+    number of the next one is this plus one."""
+    messages = report_messages(store, report_id, limits, before=before)
+    return sum(len(m.attachments) for m in messages)
+
+
+def attachment_bytes(
+    messages: Sequence[StoredMessage], wanted: Sequence[ReportAttachment], limits: LimitsConfig
+) -> dict[int, bytes]:
+    """The bytes of the wanted attachments, by index (each message read once)."""
+    by_message: dict[int, list[ReportAttachment]] = {}
+    for item in wanted:
+        by_message.setdefault(item.message, []).append(item)
+    out: dict[int, bytes] = {}
+    for stored in messages:
+        items = by_message.get(stored.row["id"])
+        if not items:
+            continue
+        data = attachment_data(stored.row["raw"], limits)
+        for item in items:
+            out[item.index] = data[item.position]
+    return out
+
+
+def _attachment_json(attachment: Attachment) -> dict[str, Any]:
+    return {
+        "filename": attachment.filename,
+        "content_type": attachment.content_type,
+        "size": attachment.size,
+        "sha256": attachment.sha256,
+    }
+
+
+def is_imported(store: Store, report_id: str) -> bool:
+    """True for a report made by an import (adopting a mailbox, `triaged import`): its first
+    event says so."""
+    row = store.one("SELECT kind FROM events WHERE report_id = ? ORDER BY id LIMIT 1", (report_id,))
+    return row is not None and row["kind"] == ev.IMPORTED
+
+
+def _imported_messages(store: Store, report_id: str) -> set[int]:
+    rows = store.all(
+        "SELECT message FROM events WHERE report_id = ? AND kind = ? AND message IS NOT NULL",
+        (report_id, ev.IMPORTED),
+    )
+    return {int(row["message"]) for row in rows}

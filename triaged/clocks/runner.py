@@ -9,6 +9,10 @@ overdue repeats to maintainers, periodic updates to the reporter. A notice's key
 `notices` in the same transaction as its mail (in the outbox), so a pass run twice at the
 same instant, or after a crash, sends nothing twice; a daemon that was down catches up with
 one mail per due item (see the deadlines module for which ones).
+
+The `deadlines` rows are not only the pass's: `refresh_deadlines` rewrites a report's in the
+transaction that changed it (intake does, for every message that touches a report), so what
+`triaged deadlines` and the digest read is current at once; the pass still sends the notices.
 """
 
 from __future__ import annotations
@@ -26,12 +30,12 @@ from triaged.config import Config
 from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.durations import add, span
-from triaged.core.timefmt import parse_ts, ts
+from triaged.core.timefmt import parse_ts
 from triaged.disclosure.credit import credit_words
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.service.outbox import enqueue
-from triaged.store import events
+from triaged.store import deadlines, events, messages, notices
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,17 @@ BATCH = 200
 _RETRY_AFTER_ERROR = timedelta(minutes=5)
 
 
+def refresh_deadlines(
+    store: Store, policy: dl.ClockPolicy, report_id: str, now: datetime
+) -> list[dl.Clock]:
+    """Recomputes the report's clocks from its events and stores them (inside the caller's
+    transaction); sends nothing. Returns the clocks."""
+    history = events.of_report(store, report_id)
+    current = dl.clocks(dl.parse_happenings(dict(row) for row in history), policy, now)
+    deadlines.replace(store, report_id, current)
+    return current
+
+
 class ClockRunner:
     """One clock pass at a time over one Store (not shared between threads)."""
 
@@ -92,27 +107,18 @@ class ClockRunner:
         policy may have changed."""
         terminal = tuple(wf.TERMINAL)
         with self.store.transaction():
-            self.store.conn.execute(
-                "INSERT INTO clock_state (report_id, next_at) SELECT id, '' FROM reports"
-                f" WHERE state NOT IN ({','.join('?' * len(terminal))}) AND true"
-                " ON CONFLICT (report_id) DO UPDATE SET next_at = ''",
-                terminal,
-            )
+            deadlines.wake_all(self.store, except_states=terminal)
 
     def run_once(self, now: datetime) -> int:
         """Looks at every report whose clocks need it; returns how many notices were sent."""
         sent = 0
         while True:
-            rows = self.store.all(
-                "SELECT report_id FROM clock_state WHERE next_at IS NOT NULL AND next_at <= ?"
-                " ORDER BY next_at, report_id LIMIT ?",
-                (ts(now), BATCH),
-            )
-            if not rows:
+            due = deadlines.due_reports(self.store, now, BATCH)
+            if not due:
                 return sent
             with self.store.transaction():
-                for row in rows:
-                    sent += self._guarded(str(row["report_id"]), now)
+                for report_id in due:
+                    sent += self._guarded(report_id, now)
 
     def _guarded(self, report_id: str, now: datetime) -> int:
         try:
@@ -133,14 +139,11 @@ class ClockRunner:
         history = events.of_report(self.store, report_id)
         happenings = dl.parse_happenings(dict(row) for row in history)
         current = dl.clocks(happenings, self.policy, now)
-        sent_keys = {
-            str(r["key"])
-            for r in self.store.all("SELECT key FROM notices WHERE report_id = ?", (report_id,))
-        }
-        notices = dl.notices_due(current, self.policy, now, sent_keys)
+        sent_keys = notices.sent_keys(self.store, report_id)
+        due = dl.notices_due(current, self.policy, now, sent_keys)
         by_name = {clock.name: clock for clock in current}
         out: list[Outgoing] = []
-        for notice in notices:
+        for notice in due:
             clock = by_name[notice.clock]
             if notice.kind == "update":
                 mails = self._update(report, clock, history, now)
@@ -159,51 +162,20 @@ class ClockRunner:
                     clock=notice.clock, notice=notice.kind,
                 )  # fmt: skip
             out += mails
-            self.store.insert(
-                "notices", {"report_id": report_id, "key": notice.key, "sent_at": ts(now)}
-            )
+            notices.mark_sent(self.store, report_id, notice.key, now)
             log.info("clocks: report %s: %s (%d mail(s))", report_id, notice.key, len(mails))
-        if any(n.kind == "update" for n in notices):
+        if any(n.kind == "update" for n in due):
             current = dl.clocks(happenings, self.policy, now)
         enqueue(self.store, out, now)
-        self._store_deadlines(report_id, current)
+        deadlines.replace(self.store, report_id, current)
         # Last: the events written above woke the report again (trigger); this says when next.
         self._schedule(report_id, dl.next_notice_at(current, self.policy, now), now)
-        return len(notices)
+        return len(due)
 
     # --- storage -------------------------------------------------------------------------
 
-    def _store_deadlines(self, report_id: str, current: Sequence[dl.Clock]) -> None:
-        self.store.conn.execute("DELETE FROM deadlines WHERE report_id = ?", (report_id,))
-        self.store.conn.executemany(
-            "INSERT INTO deadlines (report_id, clock, cycle, started_at, due_at, met_at,"
-            " stopped_at, paused) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    report_id,
-                    clock.name,
-                    clock.cycle,
-                    ts(clock.started),
-                    _ts(clock.due),
-                    _ts(clock.met_at),
-                    _ts(clock.stopped_at),
-                    int(clock.paused),
-                )
-                for clock in current
-            ],
-        )
-
     def _schedule(self, report_id: str, at: datetime | None, now: datetime) -> None:
-        try:
-            self.store.conn.execute(
-                "INSERT INTO clock_state (report_id, next_at, computed_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (report_id) DO UPDATE SET next_at = excluded.next_at,"
-                " computed_at = excluded.computed_at",
-                (report_id, _ts(at), ts(now)),
-            )
-        except sqlite3.IntegrityError:
-            # The report does not exist (any more): nothing to schedule.
-            self.store.conn.execute("DELETE FROM clock_state WHERE report_id = ?", (report_id,))
+        deadlines.schedule(self.store, report_id, at, now)
 
     # --- mail ------------------------------------------------------------------------------
 
@@ -337,10 +309,7 @@ class ClockRunner:
                     f" {PUBLIC_STATES[new]}"
                 )
         every = self.policy.update_every
-        first = self.store.one(
-            "SELECT message_id FROM messages WHERE report_id = ? AND kind = 'report'",
-            (report["id"],),
-        )
+        first = messages.first_message_id(self.store, str(report["id"]))
         return [
             self.composer.build(
                 kind="update",
@@ -358,11 +327,7 @@ class ClockRunner:
                 },
                 now=now,
                 report_id=str(report["id"]),
-                in_reply_to=first["message_id"] if first else None,
+                in_reply_to=first,
                 auto="auto-generated",
             )
         ]
-
-
-def _ts(moment: datetime | None) -> str | None:
-    return None if moment is None else ts(moment)

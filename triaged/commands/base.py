@@ -24,7 +24,7 @@ from triaged.disclosure.policy import after_transition, disclosure_context
 from triaged.errors import Refused
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.parse import clean_header_text
-from triaged.store import events
+from triaged.store import events, messages, reports
 from triaged.store.db import Store
 
 # /help lists the commands in this order (the order of the README's table); a test checks that
@@ -74,13 +74,15 @@ class CommandContext:
 
     def set(self, column: str, value: Any) -> Any:
         """Changes one field of the report and records the change; returns the old value."""
-        old = self.report[column]
-        self.store.conn.execute(
-            f"UPDATE reports SET {column} = ?, updated_at = ? WHERE id = ?",
-            (value, ts(self.now), self.report_id),
+        return reports.set_field(
+            self.store,
+            self.report_id,
+            column,
+            value,
+            at=self.now,
+            actor=self.actor,
+            message=self.message,
         )
-        self.event(ev.SET, field=column, old=old, new=value)
-        return old
 
     def transition(self, target: str, **detail: Any) -> str:
         """Moves the report to `target` (or raises Refused); returns the transcript line."""
@@ -88,11 +90,16 @@ class CommandContext:
         refusal = wf.check(current, target)
         if refusal is not None:
             raise Refused(refusal.reason)
-        self.store.conn.execute(
-            "UPDATE reports SET state = ?, previous_state = ?, updated_at = ? WHERE id = ?",
-            (target, current, ts(self.now), self.report_id),
+        reports.change_state(
+            self.store,
+            self.report_id,
+            current,
+            target,
+            at=self.now,
+            actor=self.actor,
+            message=self.message,
+            **detail,
         )
-        self.event(ev.STATE, old=current, new=target, **detail)
         if target == wf.DISCLOSED:
             self.set("disclosed_at", ts(self.now))
         if target in wf.REPORTER_TOLD:
@@ -103,11 +110,7 @@ class CommandContext:
         reporter = self.report["reporter"]
         if not reporter:
             return False
-        first = self.store.one(
-            "SELECT message_id FROM messages WHERE report_id = ? AND kind = 'report'",
-            (self.report_id,),
-        )
-        in_reply_to = first["message_id"] if first else None
+        in_reply_to = messages.first_message_id(self.store, self.report_id)
         self.outgoing.append(
             self.composer.build(
                 kind="reporter",

@@ -18,7 +18,8 @@ from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.openpgp import Keyring
 from triaged.mail.parse import ParsedMessage
-from triaged.store import events
+from triaged.store import events, messages
+from triaged.store import outbox as queue
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -187,9 +188,7 @@ class Dispatcher:
             message=number,
             reason=reason,
         )
-        self.store.conn.execute(
-            "UPDATE messages SET reason = ? WHERE id = ?", (f"commands refused: {reason}", number)
-        )
+        messages.set_reason(self.store, number, f"commands refused: {reason}")
         # The notice goes to the maintainers on record, never to the sender.
         return [
             self.composer.build(
@@ -226,7 +225,9 @@ class Dispatcher:
         sender = msg.from_addr or ""
         ctx = CommandContext(self.store, self.config, self.composer, report_id, sender, number, now)
         lines = self._run_all(ctx, commands, reporter=True, is_reporter=is_reporter)
-        sent = self.store.sent_recently("reporter_transcript", sender, now - timedelta(days=1))
+        sent = queue.sent_recently(
+            self.store, "reporter_transcript", sender, now - timedelta(days=1)
+        )
         if sent >= REPORTER_TRANSCRIPTS_PER_DAY:
             log.info("report %s: no transcript to %s (daily limit)", report_id, sender)
             return []

@@ -13,9 +13,9 @@ from triaged.commands.base import (
     text_argument,
 )
 from triaged.core import events as ev
-from triaged.core.timefmt import ts
 from triaged.disclosure import credit
 from triaged.mail.parse import clean_header_text
+from triaged.store import reports
 
 _ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
 
@@ -54,17 +54,9 @@ class Cc(Command):
             raise Refused(f"{clean_header_text(address, 80)!r} is not an address")
         if address in ctx.store.participants(ctx.report_id):
             raise Refused(f"{address} already takes part")
-        ctx.store.insert(
-            "participants",
-            {
-                "report_id": ctx.report_id,
-                "address": address,
-                "role": "cc",
-                "added_by": ctx.actor,
-                "added_at": ts(ctx.now),
-            },
+        reports.add_participant(
+            ctx.store, ctx.report_id, address, at=ctx.now, added_by=ctx.actor, message=ctx.message
         )
-        ctx.event(ev.PARTICIPANT_ADDED, address=address)
         # The reporter learns that someone was added, never who: addresses stay private.
         ctx.tell_reporter("reporter_cc.txt", "Another participant was added to your report")
         return f"participant added: {address}"

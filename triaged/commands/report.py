@@ -16,12 +16,11 @@ from triaged.commands.base import (
     text_argument,
 )
 from triaged.config import SEVERITIES
-from triaged.core import events as ev
 from triaged.core import workflow as wf
-from triaged.core.timefmt import ts
 from triaged.disclosure.credit import reporter_credit
 from triaged.disclosure.policy import disclose
 from triaged.mail.parse import clean_header_text
+from triaged.store import reports
 from triaged.store.db import Store
 
 
@@ -183,12 +182,15 @@ class Reopen(Command):
         if report["state"] not in wf.TERMINAL:
             raise Refused(f"the report is {report['state']}, not ended")
         target = wf.reopen_target(report["previous_state"])
-        ctx.store.conn.execute(
-            "UPDATE reports SET state = ?, previous_state = ?, duplicate_of = NULL,"
-            " updated_at = ? WHERE id = ?",
-            (target, report["state"], ts(ctx.now), ctx.report_id),
+        reports.reopen(
+            ctx.store,
+            ctx.report_id,
+            report["state"],
+            target,
+            at=ctx.now,
+            actor=ctx.actor,
+            message=ctx.message,
         )
-        ctx.event(ev.STATE, old=report["state"], new=target, reopened=True)
         return f"state: {report['state']} -> {target}"
 
 

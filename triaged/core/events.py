@@ -39,6 +39,11 @@ advisory_draft      advisory, gaps                 /advisory mailed the drafts
 credit_asked        -                              the reporter was asked how to be credited
 update_sent         key                            the periodic update to the reporter
 clock_notice        key, clock, notice             a reminder, escalation or overdue notice
+imported            source, as                     a message taken in silently (adopting a
+                                                   mailbox, `triaged import`): no receipt, no
+                                                   notification, no clock; `as` is what it
+                                                   was (report, followup, ...). A report whose
+                                                   first event this is was made by an import
 openpgp_key         fingerprint, source,           an OpenPGP key came with a participant's
                     imported, reason               mail (attachment or Autocrypt header):
                                                    taken for their address, or why not
@@ -73,6 +78,7 @@ ADVISORY_DRAFT: Final = "advisory_draft"
 CREDIT_ASKED: Final = "credit_asked"
 UPDATE_SENT: Final = "update_sent"
 CLOCK_NOTICE: Final = "clock_notice"
+IMPORTED: Final = "imported"
 OPENPGP_KEY: Final = "openpgp_key"
 
 KINDS: Final = frozenset(
@@ -97,6 +103,7 @@ KINDS: Final = frozenset(
         CREDIT_ASKED,
         UPDATE_SENT,
         CLOCK_NOTICE,
+        IMPORTED,
         OPENPGP_KEY,
     }
 )

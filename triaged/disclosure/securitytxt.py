@@ -14,9 +14,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from triaged.config import Config
-from triaged.core.timefmt import ts
 from triaged.disclosure.advisory import rfc3339
 from triaged.mail.compose import Composer, Outgoing
+from triaged.store import notices
 from triaged.store.db import Store
 
 _YEAR = timedelta(days=366)
@@ -77,9 +77,9 @@ def expiry_notices(
     if published - now > timedelta(seconds=config.security_txt.warn_before.seconds):
         return []
     key = f"security_txt_expires:{rfc3339(published)}"
-    if store.one("SELECT 1 FROM notices WHERE report_id = '' AND key = ?", (key,)):
+    if notices.team_sent(store, key):
         return []
-    store.insert("notices", {"report_id": "", "key": key, "sent_at": ts(now)})
+    notices.mark_team_sent(store, key, now)
     expired = published <= now
     day = published.date().isoformat()
     subject = f"security.txt expired on {day}" if expired else f"security.txt expires on {day}"

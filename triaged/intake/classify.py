@@ -40,7 +40,7 @@ class Decision:
     reason: str
 
 
-def _same_mailbox(address: str, project_address: str) -> bool:
+def same_mailbox(address: str, project_address: str) -> bool:
     """True for the project address and its plus-addressed variants (security+x@...)."""
     local, _, domain = address.rpartition("@")
     plocal, _, pdomain = project_address.rpartition("@")
@@ -48,7 +48,7 @@ def _same_mailbox(address: str, project_address: str) -> bool:
 
 
 def _loop(msg: ParsedMessage, thread: Thread | None, ctx: Context) -> Decision | None:
-    if msg.from_addr and _same_mailbox(msg.from_addr, ctx.project_address):
+    if msg.from_addr and same_mailbox(msg.from_addr, ctx.project_address):
         return Decision(LOOP, thread.report_id if thread else None, "sent from our own address")
     return None
 

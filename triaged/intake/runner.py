@@ -9,7 +9,6 @@ UID, or same content) and only moves it: nothing lost, nothing twice.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -17,22 +16,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from triaged.clocks.engine import ClockPolicy
+from triaged.clocks.runner import refresh_deadlines
 from triaged.commands.dispatch import Dispatcher
 from triaged.config import Config
 from triaged.core import events as ev
 from triaged.core.durations import add
 from triaged.core.ids import find_tag, new_report_id, tag
-from triaged.core.timefmt import ts
 from triaged.errors import UnsafeMessage
 from triaged.intake import classify as c
+from triaged.intake.lists import through_own_list
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.mailbox.base import Envelope, Mailbox
 from triaged.mail.openpgp import Keyring, Reader
 from triaged.mail.parse import ParsedMessage, parse
 from triaged.service.outbox import enqueue
-from triaged.store import events, reports
+from triaged.store import events, messages, reports
+from triaged.store import outbox as queue
 from triaged.store.db import Store
+from triaged.views import attachment_count
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,7 @@ class IntakeRunner:
             auth.load_or_create_key(config.auth.key_file),
             keyring,
         )
+        self.clock_policy = ClockPolicy.from_config(config.policy)
         self.context = c.Context(config.project.address, frozenset(config.maintainers.members))
         self.uidvalidity = 0
         # UIDs whose handling failed: left in the mailbox, retried after a while, not every pass.
@@ -116,22 +120,18 @@ class IntakeRunner:
         """After (re)connecting: compare UIDVALIDITY with what we last saw."""
         self.uidvalidity = self.mailbox.uidvalidity()
         name = self.mailbox.name
-        row = self.store.one("SELECT uidvalidity FROM mailbox_state WHERE mailbox = ?", (name,))
-        if row is not None and row["uidvalidity"] != self.uidvalidity:
+        last = messages.last_uidvalidity(self.store, name)
+        if last is not None and last != self.uidvalidity:
             log.error(
                 "UIDVALIDITY of %s changed from %s to %s: the server renumbered its messages; "
                 "reconciling by Message-ID and content hash, nothing is ingested twice",
                 name,
-                row["uidvalidity"],
+                last,
                 self.uidvalidity,
             )
-        if row is None or row["uidvalidity"] != self.uidvalidity:
+        if last != self.uidvalidity:
             with self.store.transaction():
-                self.store.conn.execute(
-                    "INSERT OR REPLACE INTO mailbox_state (mailbox, uidvalidity, updated_at)"
-                    " VALUES (?, ?, ?)",
-                    (name, self.uidvalidity, ts(now)),
-                )
+                messages.set_uidvalidity(self.store, name, self.uidvalidity, now)
 
     def run_once(self, now: datetime) -> int:
         """Handles everything waiting in the mailbox; returns how many messages were handled.
@@ -227,29 +227,18 @@ class IntakeRunner:
             done.quarantined = []
 
     def _known(self, uids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(uids), 500):
-            chunk = uids[start : start + 500]
-            rows = self.store.all(
-                "SELECT uid FROM messages WHERE mailbox = ? AND uidvalidity = ?"
-                f" AND uid IN ({','.join('?' * len(chunk))})",
-                (self.mailbox.name, self.uidvalidity, *chunk),
-            )
-            found.update(row["uid"] for row in rows)
-        return found
+        return messages.known_uids(self.store, self.mailbox.name, self.uidvalidity, uids)
 
     # --- one message ------------------------------------------------------------------------
 
     def ingest(self, incoming: Incoming) -> str:
         """Stores one message with all its effects; returns what it turned out to be."""
-        same = self.store.one(
-            "SELECT id FROM messages WHERE sha256 = ? LIMIT 1", (incoming.sha256,)
-        )
+        same = messages.with_sha256(self.store, incoming.sha256)
         if same is not None:
             log.info(
                 "uid %s is a copy of stored message %s (same content); not ingested again",
                 incoming.uid,
-                same["id"],
+                same,
             )
             return DUPLICATE
         try:
@@ -261,11 +250,9 @@ class IntakeRunner:
                 events.record(self.store, None, incoming.received, ev.QUARANTINED, message=number)
             return QUARANTINED
         if msg.message_id is not None:
-            earlier = self.store.one(
-                "SELECT id FROM messages WHERE message_id = ? LIMIT 1", (msg.message_id,)
-            )
+            earlier = messages.with_message_id(self.store, msg.message_id)
             if earlier is not None:
-                reason = f"same Message-ID as stored message {earlier['id']}"
+                reason = f"same Message-ID as stored message {earlier}"
                 log.warning("intake: uid %s replays %s; stored, no effect", incoming.uid, reason)
                 with self.store.transaction():
                     self._store(incoming, msg, DUPLICATE, reason, None)
@@ -274,9 +261,25 @@ class IntakeRunner:
             # Classification, threading and commands read the decrypted message; the raw
             # bytes stored stay the ciphertext as received.
             msg = self.reader.open(incoming.raw, msg).msg
+        msg = through_own_list(msg, self.config.mailbox.own_lists, self.config.project.address)
         decision = c.classify(msg, self._thread(msg), self.context)
         with self.store.transaction():
-            return self.handlers[decision.kind](incoming, msg, decision)
+            kind = self.handlers[decision.kind](incoming, msg, decision)
+            if kind in (c.FOLLOWUP, c.MAINTAINER) and decision.report_id is not None:
+                self._refresh_clocks(decision.report_id, incoming.received)
+            return kind
+
+    def _refresh_clocks(self, report_id: str, now: datetime) -> None:
+        """The report's deadlines as of this message, in its transaction, so `triaged
+        deadlines` and the digest never wait for the next clock pass. Its failure costs only
+        that: the pass recomputes them within a minute."""
+        try:
+            with self.store.transaction():
+                refresh_deadlines(self.store, self.clock_policy, report_id, now)
+        except Exception:
+            log.exception(
+                "intake: clocks of report %s not recomputed; the clock pass will", report_id
+            )
 
     def _thread(self, msg: ParsedMessage) -> c.Thread | None:
         report_id, by = find_tag(msg.subject), "tag"
@@ -284,7 +287,7 @@ class IntakeRunner:
             report_id = None
         if report_id is None:
             report_id, by = (
-                self.store.report_for_outgoing(msg.in_reply_to + msg.references),
+                queue.report_of(self.store, msg.in_reply_to + msg.references),
                 "references",
             )
         if report_id is None:
@@ -299,24 +302,22 @@ class IntakeRunner:
         reason: str | None,
         report_id: str | None,
     ) -> int:
-        number = self.store.insert(
-            "messages",
-            {
-                "mailbox": self.mailbox.name,
-                "uidvalidity": self.uidvalidity,
-                "uid": incoming.uid,
-                "message_id": msg.message_id if msg else None,
-                "sha256": incoming.sha256,
-                "size": len(incoming.raw),
-                "raw": incoming.raw,
-                "from_addr": msg.from_addr if msg else None,
-                "subject": msg.subject if msg else None,
-                "kind": kind,
-                "reason": reason,
-                "report_id": report_id,
-                "received_at": ts(incoming.received),
-                "openpgp": json.dumps(msg.openpgp.as_json()) if msg and msg.openpgp else None,
-            },
+        number = messages.add(
+            self.store,
+            mailbox=self.mailbox.name,
+            uidvalidity=self.uidvalidity,
+            uid=incoming.uid,
+            message_id=msg.message_id if msg else None,
+            sha256=incoming.sha256,
+            size=len(incoming.raw),
+            raw=incoming.raw,
+            from_addr=msg.from_addr if msg else None,
+            subject=msg.subject if msg else None,
+            kind=kind,
+            reason=reason,
+            report_id=report_id,
+            received=incoming.received,
+            openpgp=msg.openpgp.as_json() if msg and msg.openpgp else None,
         )
         if msg is not None and msg.openpgp is not None:
             for key in msg.openpgp.keys:
@@ -350,19 +351,17 @@ class IntakeRunner:
         reason = f"too large: {env.size} bytes (limit {self.config.limits.max_message_size})"
         log.warning("intake: quarantined uid %s without loading it: %s", env.uid, reason)
         with self.store.transaction():
-            number = self.store.insert(
-                "messages",
-                {
-                    "mailbox": self.mailbox.name,
-                    "uidvalidity": self.uidvalidity,
-                    "uid": env.uid,
-                    "sha256": f"unloaded:{self.mailbox.name}:{self.uidvalidity}:{env.uid}",
-                    "size": env.size,
-                    "raw": None,
-                    "kind": QUARANTINED,
-                    "reason": reason + f"; left in folder {self.config.mailbox.quarantine_folder}",
-                    "received_at": ts(now),
-                },
+            number = messages.add(
+                self.store,
+                mailbox=self.mailbox.name,
+                uidvalidity=self.uidvalidity,
+                uid=env.uid,
+                sha256=f"unloaded:{self.mailbox.name}:{self.uidvalidity}:{env.uid}",
+                size=env.size,
+                raw=None,
+                kind=QUARANTINED,
+                reason=reason + f"; left in folder {self.config.mailbox.quarantine_folder}",
+                received=now,
             )
             events.record(self.store, None, now, ev.QUARANTINED, message=number)
 
@@ -374,27 +373,9 @@ class IntakeRunner:
         while self.store.report(report_id) is not None:
             report_id = new_report_id()
         reporter = msg.from_addr
-        self.store.insert(
-            "reports",
-            {
-                "id": report_id,
-                "title": msg.subject or "(no subject)",
-                "state": "new",
-                "reporter": reporter,
-                "created_at": ts(now),
-                "updated_at": ts(now),
-            },
+        reports.create(
+            self.store, report_id, title=msg.subject or "(no subject)", reporter=reporter, at=now
         )
-        if reporter:
-            self.store.insert(
-                "participants",
-                {
-                    "report_id": report_id,
-                    "address": reporter,
-                    "role": "reporter",
-                    "added_at": ts(now),
-                },
-            )
         number = self._store(incoming, msg, c.REPORT, decision.reason, report_id)
         events.record(self.store, report_id, now, ev.RECEIVED, actor=reporter, message=number)
         out: list[Outgoing] = []
@@ -414,7 +395,8 @@ class IntakeRunner:
             "due": [f"{_CLOCK_LABELS[name]} by: {when}" for name, when in due.items()],
             "receipt_sent": no_receipt is None,
             "no_receipt_reason": no_receipt,
-            "attachments": msg.attachments,
+            "attachments": _numbered(msg, 1),
+            "from_html": msg.text_from_html,
             "text": text,
             "truncated": truncated,
             "openpgp": msg.openpgp.describe() if msg.openpgp else None,
@@ -434,6 +416,7 @@ class IntakeRunner:
                 )
             )
         enqueue(self.store, out, now)
+        self._refresh_clocks(report_id, now)
         log.info("intake: new report %s from %s", report_id, reporter)
         return c.REPORT
 
@@ -441,7 +424,7 @@ class IntakeRunner:
         """Why no receipt may go to this address now, or None when one may."""
         if not reporter:
             return "no usable From address"
-        sent = self.store.sent_recently("receipt", reporter, now - timedelta(days=1))
+        sent = queue.sent_recently(self.store, "receipt", reporter, now - timedelta(days=1))
         if sent >= self.config.limits.receipts_per_sender_per_day:
             return "this address already got a receipt in the last 24 hours"
         return None
@@ -497,10 +480,12 @@ class IntakeRunner:
         events.record(self.store, report_id, now, ev.FOLLOWUP, actor=msg.from_addr, message=number)
         report = self.store.report(report_id)
         text, truncated = _cap(msg.text)
+        earlier = attachment_count(self.store, report_id, self.config.limits, before=number)
         context = {
             "sender": msg.from_addr,
             "title": report["title"] if report else "",
-            "attachments": msg.attachments,
+            "attachments": _numbered(msg, earlier + 1),
+            "from_html": msg.text_from_html,
             "text": text,
             "truncated": truncated,
             "openpgp": msg.openpgp.describe() if msg.openpgp else None,
@@ -585,6 +570,22 @@ class IntakeRunner:
         self._store(incoming, msg, c.LOOP, decision.reason, decision.report_id)
         log.warning("intake: mail from our own address stored and ignored (loop protection)")
         return c.LOOP
+
+
+def _numbered(msg: ParsedMessage, first: int) -> list[dict[str, object]]:
+    """A message's attachments as the notifications list them, numbered across the report
+    (`first` is the number of this message's first one)."""
+    return [
+        {
+            "index": first + n,
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "size": a.size,
+            "sha256": a.sha256,
+            "attached": False,
+        }
+        for n, a in enumerate(msg.attachments)
+    ]
 
 
 def _cap(text: str) -> tuple[str, bool]:

@@ -17,26 +17,33 @@ import binascii
 import codecs
 import encodings
 import functools
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.feedparser import BytesFeedParser
+from email.generator import BytesGenerator
 from email.message import Message
 from email.policy import Policy, compat32
 from email.utils import parsedate_to_datetime
 from email.utils import unquote as _unquote_param
 from encodings.aliases import aliases as _CODEC_ALIASES
+from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
 from triaged.config import LimitsConfig
 from triaged.errors import UnsafeMessage
+from triaged.mail.htmltext import MAX_HTML_CHARS, to_text
 
 __all__ = [
     "Attachment",
+    "ListHeaders",
     "OpenPGPStatus",
     "ParsedMessage",
     "Signature",
+    "attachment_data",
+    "clean_body_text",
     "clean_header_text",
     "parse",
 ]
@@ -55,9 +62,27 @@ MAX_AUTH_RESULTS = 8192  # an Authentication-Results value is long; it is saniti
 class Attachment:
     filename: str  # sanitized (no path separators, no control chars, <= 200 chars), "" if none
     content_type: str  # e.g. "application/pdf", lowercased; "application/octet-stream" if bogus
-    # Decoded payload size in bytes, or the raw size if undecodable; for a message/* part (a
-    # forwarded message, a delivery-status report) the raw size of everything inside it.
+    # The size and SHA-256 (hex) of the attachment's bytes (`attachment_data`): the decoded
+    # payload, or the raw payload when it cannot be decoded; for a message/* part (a forwarded
+    # message, a delivery-status report) everything inside it, as a file of its own.
     size: int
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class ListHeaders:
+    """What a mailing list in front of the mailbox may have written (read only for the lists
+    named in `mailbox.own_lists`, by triaged.intake.lists)."""
+
+    list_id: str  # the identifier in List-Id, lowercased ("security.example.org")
+    post: str | None  # the address in List-Post (<mailto:...>), lowercased
+    # The message's auto_reason when the headers a list adds (List-*, "Precedence: list") do
+    # not count.
+    auto_reason: str | None
+    # (address, display name) of X-Original-From and of Reply-To, each only when it names
+    # exactly one valid address.
+    original_from: tuple[str, str] | None
+    reply_to: tuple[str, str] | None
 
 
 # What a signature check can say. Expired or revoked signing keys count as bad: the signature
@@ -185,7 +210,8 @@ class ParsedMessage:
     auto_reason: str | None  # why this is automatic mail (RFC 3834 and practice), else None
     # The first text/plain part that is not an attachment nor inside a message/* part, decoded
     # (unknown charset: UTF-8 with replacement), NULs removed, line ends as "\n", capped at
-    # limits.max_text_chars; "" if there is none (HTML is never rendered).
+    # limits.max_text_chars. When there is no such part, or it holds only white space: the
+    # first such text/html part converted to text (`text_from_html`); else "".
     text: str
     # True when `text` is the first leaf reached through the first child of every container
     # (or any child of a multipart/alternative on that chain): where commands are read.
@@ -197,6 +223,11 @@ class ParsedMessage:
     # The first Return-Path: "" for the null path "<>", its address lowercased, else its
     # sanitized text; None when absent.
     return_path: str | None
+    # True when `text` was converted from HTML (triaged.mail.htmltext): there was no usable
+    # text/plain part. Commands are never read from it.
+    text_from_html: bool = False
+    # The List-Id and what a list may have rewritten, when the message has a List-Id.
+    mailing_list: ListHeaders | None = None
     # How the message was protected, set by intake after `triaged.mail.openpgp` opened it;
     # None for mail that was neither encrypted nor signed (and always None from `parse`).
     openpgp: OpenPGPStatus | None = None
@@ -224,6 +255,19 @@ def clean_header_text(value: str, max_len: int = 300) -> str:
     if len(text) > max_len:
         text = text[:max_len].rstrip()
     return text
+
+
+# The same, but line feeds and tabs are text here.
+_UNSAFE_IN_TEXT = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def clean_body_text(value: str) -> str:
+    """Makes a message's text safe to print on a terminal: line feeds and tabs stay, every
+    other control character (escape sequences, carriage returns, bidi overrides) becomes
+    U+FFFD, so it is seen but does nothing."""
+    return _UNSAFE_IN_TEXT.sub("\ufffd", value)
 
 
 def _text(value: str) -> str:
@@ -826,6 +870,10 @@ _SINGLE = frozenset(
         "precedence",
         "return-path",
         "content-type",
+        "list-id",
+        "list-post",
+        "reply-to",
+        "x-original-from",
     )
 )
 _RECIPIENTS = frozenset(("to", "cc", "delivered-to"))
@@ -858,56 +906,98 @@ def _filename(value: str | None) -> str:
         name = _decode_words(_text(value))
     except Exception:
         name = value
-    name = re.split(r"[/\\]", name)[-1]
-    name = clean_header_text(name, MAX_FILENAME)
+    name = clean_header_text(re.split(r"[/\\]", name)[-1], len(name))
+    stem, dot, extension = name.rpartition(".")
+    if len(name) > MAX_FILENAME and dot and stem and len(extension) <= 20:
+        # Cut the name, not its extension: "x...x.pdf" stays a .pdf.
+        name = stem[: MAX_FILENAME - len(extension) - 1].rstrip() + "." + extension
+    name = name[:MAX_FILENAME]
     return "" if name in (".", "..") else name
 
 
-def _payload_bytes(part: Message) -> tuple[bytes | None, int]:
-    """(decoded payload or None, size): the size is the raw one when decoding failed."""
-    payload = part.get_payload()
-    raw_size = len(payload) if isinstance(payload, str) else 0
+def _payload_bytes(part: Message) -> bytes | None:
+    """The decoded payload of a leaf part, or None when it cannot be decoded."""
     try:
         data = part.get_payload(decode=True)
     except Exception:
-        return None, raw_size
-    if isinstance(data, bytes):
-        return data, len(data)
-    return None, raw_size
+        return None
+    return data if isinstance(data, bytes) else None
 
 
-def _tree_size(part: Message) -> int:
-    """Raw size of a message/* part: its headers and every payload below it."""
-    size = 0
-    stack = [part]
-    while stack:
-        node = stack.pop()
-        size += sum(len(name) + len(value) + 4 for name, value in node.raw_items())
-        payload = node.get_payload()
-        if isinstance(payload, list):
-            stack.extend(child for child in payload if isinstance(child, Message))
-        elif isinstance(payload, str):
-            size += len(payload)
-    return size
+def _raw_payload(part: Message) -> bytes:
+    """A leaf part's payload as it came (the bytes parser keeps 8-bit bytes as surrogates)."""
+    payload = part.get_payload()
+    if not isinstance(payload, str):
+        return b""
+    return payload.encode("utf-8", "surrogateescape")
+
+
+# Headers as they came, never re-wrapped; "From " lines in bodies left alone.
+_AS_RECEIVED = compat32.clone(max_line_length=0)
+
+
+def _message_bytes(part: Message) -> bytes:
+    """A message/* part's content as a file of its own: the message (or, for a delivery-status
+    report, the header blocks) inside it, written out again with the headers as received."""
+    out = BytesIO()
+    generator = BytesGenerator(out, mangle_from_=False, policy=_AS_RECEIVED)
+    payload = part.get_payload()
+    try:
+        for child in payload if isinstance(payload, list) else ():
+            if isinstance(child, Message):
+                generator.flatten(child)
+    except Exception:  # noqa: S110 - what cannot be written again is left out; the raw is kept
+        pass
+    return out.getvalue()
+
+
+def _attachment_bytes(part: Message) -> bytes:
+    if isinstance(part.get_payload(), list):
+        return _message_bytes(part)
+    data = _payload_bytes(part)
+    return _raw_payload(part) if data is None else data
 
 
 @dataclass
 class _Walk:
     text: str = ""
     text_is_first_part: bool = False
+    text_from_html: bool = False
     attachments: tuple[Attachment, ...] = ()
     status_part: bool = False
+    # The attachments' bytes, in the same order, when the walk was asked to keep them.
+    data: list[bytes] | None = None
 
 
-def _walk(root: Message, limits: LimitsConfig) -> _Walk:
+def _decoded_text(part: Message, type_params: dict[str, str], cap: int) -> str:
+    """A text part's payload as text: at most `cap` characters, NULs removed, "\n" line ends."""
+    data = _payload_bytes(part)
+    if data is None:
+        data = b""
+    limit = cap * 4  # bytes enough for `cap` characters
+    text = _decode_text(data[:limit], content_param(type_params, "charset"), len(data) > limit)
+    return _EOL.sub("\n", text.replace("\x00", ""))[:cap]
+
+
+def _walk(root: Message, limits: LimitsConfig, keep: bool = False) -> _Walk:
     """One iterative, depth-first walk: the body text, the attachments, status report parts.
 
     Nothing inside a message/* part (a forwarded message, a bounce's returned copy) is
     looked at: its text is not the body and its report parts do not make this one a report.
+    With `keep`, the attachments' bytes are collected too (`attachment_data`).
     """
-    result = _Walk()
+    result = _Walk(data=[] if keep else None)
     body: Message | None = None
+    html: tuple[Message, dict[str, str]] | None = None
     attachments: list[Attachment] = []
+
+    def attach(part: Message, name: str | None, ctype: str) -> None:
+        data = _attachment_bytes(part)
+        digest = hashlib.sha256(data).hexdigest()
+        attachments.append(Attachment(_filename(name), _safe_type(ctype), len(data), digest))
+        if result.data is not None:
+            result.data.append(data)
+
     # (part, on the first-part chain): the first child of each container, or any child of a
     # multipart/alternative on that chain (alternatives are the same content).
     stack: list[tuple[Message, bool]] = [(root, True)]
@@ -933,26 +1023,44 @@ def _walk(root: Message, limits: LimitsConfig) -> _Walk:
         if isinstance(payload, list):  # message/*: parsed, but a single opaque attachment
             if ctype in _STATUS_PARTS:
                 result.status_part = True
-            attachments.append(Attachment(_filename(name), _safe_type(ctype), _tree_size(part)))
+            attach(part, name, ctype)
             continue
         if ctype == "text/plain" and body is None and not is_attachment:
             body = part
-            data, _ = _payload_bytes(part)
-            if data is None:
-                data = b""
-            cap = limits.max_text_chars * 4  # bytes enough for max_text_chars characters
-            text = _decode_text(data[:cap], content_param(type_params, "charset"), len(data) > cap)
-            text = _EOL.sub("\n", text.replace("\x00", ""))
-            result.text = text[: limits.max_text_chars]
+            result.text = _decoded_text(part, type_params, limits.max_text_chars)
             result.text_is_first_part = first
+            continue
+        if ctype == "text/html" and html is None and not is_attachment:
+            html = (part, type_params)
             continue
         if is_attachment or not ctype.startswith("text/"):
             if ctype in _STATUS_PARTS:
                 result.status_part = True
-            _, size = _payload_bytes(part)
-            attachments.append(Attachment(_filename(name), _safe_type(ctype), size))
+            attach(part, name, ctype)
     result.attachments = tuple(attachments)
+    if html is not None and not result.text.strip():
+        # No usable text/plain part (none, or only white space): the HTML part, as text.
+        source = _decoded_text(html[0], html[1], MAX_HTML_CHARS)
+        result.text = to_text(source, limits.max_text_chars)
+        result.text_is_first_part = False
+        result.text_from_html = True
     return result
+
+
+def attachment_data(raw: bytes, limits: LimitsConfig) -> list[bytes]:
+    """The bytes of each of `parse(raw, limits).attachments`, in the same order.
+
+    Raises UnsafeMessage as `parse` does (a stored message parsed once already never does).
+    """
+    if len(raw) > limits.max_message_size:
+        raise UnsafeMessage(f"too large: {len(raw)} bytes")
+    _check_header_block(raw, limits)
+    root = parse_tree(raw, limits)
+    try:
+        data = _walk(root, limits, keep=True).data
+    except Exception as exc:
+        raise UnsafeMessage(f"unreadable message ({type(exc).__name__})") from None
+    return data or []
 
 
 # --- parse ------------------------------------------------------------------------------------
@@ -992,10 +1100,9 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
             recipients.append(value)
         elif key == "authentication-results":
             auth_results.append(_header_text(value, MAX_AUTH_RESULTS, decode=False))
-        elif key.startswith("list-"):
-            list_header = True
         elif key in _AUTOREPLY:
             autoreply_header = True
+        list_header = list_header or key.startswith("list-")
     if not any_header:
         raise UnsafeMessage("no header fields")
 
@@ -1013,25 +1120,15 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         report_type = content_param(content_params(_text(raw_type))[1], "report-type") or ""
         report = report_type.strip().lower() in _REPORT_TYPES
 
-    auto_reason: str | None = None
-    auto_submitted = single.get("auto-submitted")
-    precedence = _simple_value(single["precedence"]) if "precedence" in single else ""
-    if auto_submitted is not None and _simple_value(auto_submitted) != "no":
-        value = _simple_value(auto_submitted)
-        auto_reason = f"auto-submitted: {value}" if value else "auto-submitted"
-    elif precedence in ("bulk", "junk", "list"):
-        auto_reason = f"precedence: {precedence}"
-    elif list_header:
-        auto_reason = "mailing list"
-    elif autoreply_header:
-        auto_reason = "autoreply header"
-    elif return_path == "":
-        auto_reason = "null return path"
-    elif daemon:
-        auto_reason = "mailer-daemon"
-    elif report or walk.status_part:
-        auto_reason = "delivery status report"
-
+    signals = _AutoSignals(
+        auto_submitted=single.get("auto-submitted"),
+        precedence=_simple_value(single["precedence"]) if "precedence" in single else "",
+        list_header=list_header,
+        autoreply_header=autoreply_header,
+        null_return_path=return_path == "",
+        daemon=daemon,
+        status_report=report or walk.status_part,
+    )
     subject = single.get("subject")
     return ParsedMessage(
         message_id=message_ids[0] if message_ids else None,
@@ -1042,10 +1139,94 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         to_addrs=_addresses(recipients),
         subject=_header_text(subject, MAX_SUBJECT) if subject is not None else "",
         date=_date(single.get("date")),
-        auto_reason=auto_reason,
+        auto_reason=signals.reason(count_list=True),
         text=walk.text,
         text_is_first_part=walk.text_is_first_part,
+        text_from_html=walk.text_from_html,
         attachments=walk.attachments,
         authentication_results=tuple(auth_results),
         return_path=return_path,
+        mailing_list=_list_headers(single, signals),
+    )
+
+
+@dataclass(frozen=True)
+class _AutoSignals:
+    """What can make a message automatic mail (RFC 3834 and practice), in order of weight."""
+
+    auto_submitted: str | None
+    precedence: str
+    list_header: bool
+    autoreply_header: bool
+    null_return_path: bool
+    daemon: bool
+    status_report: bool
+
+    def reason(self, count_list: bool) -> str | None:
+        """The first signal present, or None; without `count_list`, the headers a mailing
+        list adds (List-*, "Precedence: list") do not count."""
+        if self.auto_submitted is not None and _simple_value(self.auto_submitted) != "no":
+            value = _simple_value(self.auto_submitted)
+            return f"auto-submitted: {value}" if value else "auto-submitted"
+        if self.precedence in ("bulk", "junk") or (count_list and self.precedence == "list"):
+            return f"precedence: {self.precedence}"
+        if count_list and self.list_header:
+            return "mailing list"
+        if self.autoreply_header:
+            return "autoreply header"
+        if self.null_return_path:
+            return "null return path"
+        if self.daemon:
+            return "mailer-daemon"
+        if self.status_report:
+            return "delivery status report"
+        return None
+
+
+_LIST_ID = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,255}")
+_LIST_ID_IN_ANGLES = re.compile(r"<([^<>]*)>")
+
+
+def _list_id(raw: str) -> str | None:
+    """The identifier of a List-Id (RFC 2919: `Description <list-id>`), lowercased."""
+    value = _unfold(_text(raw))
+    found = _LIST_ID_IN_ANGLES.findall(value)
+    candidate = (found[-1] if found else value).strip().lower()
+    return candidate if _LIST_ID.fullmatch(candidate) else None
+
+
+def _list_post(raw: str | None) -> str | None:
+    """The address of a List-Post (RFC 2369: `<mailto:list@example.org>`), or None ("NO")."""
+    if raw is None:
+        return None
+    match = re.search(r"<\s*mailto:([^<>?]{1,254})", _unfold(_text(raw)), re.IGNORECASE)
+    return _valid_addr(match.group(1)) if match else None
+
+
+def _one_mailbox(raw: str | None) -> tuple[str, str] | None:
+    """(address, display name) when the header names exactly one valid address."""
+    if raw is None:
+        return None
+    try:
+        boxes = _mailboxes(_unfold(_text(raw)))
+    except Exception:
+        return None
+    valid = {(addr, name) for name, candidate in boxes if (addr := _valid_addr(candidate))}
+    if len({addr for addr, _ in valid}) != 1:
+        return None
+    addr, name = sorted(valid)[0]
+    return addr, _header_text(name, MAX_NAME)
+
+
+def _list_headers(single: dict[str, str], signals: _AutoSignals) -> ListHeaders | None:
+    raw_id = single.get("list-id")
+    list_id = _list_id(raw_id) if raw_id is not None else None
+    if list_id is None:
+        return None
+    return ListHeaders(
+        list_id=list_id,
+        post=_list_post(single.get("list-post")),
+        auto_reason=signals.reason(count_list=False),
+        original_from=_one_mailbox(single.get("x-original-from")),
+        reply_to=_one_mailbox(single.get("reply-to")),
     )

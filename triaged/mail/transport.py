@@ -6,11 +6,13 @@ import logging
 import mailbox as std_mailbox
 import smtplib
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from triaged.config import SmtpConfig
-from triaged.errors import ConnectionFailure, PermanentFailure, TemporaryFailure
+from triaged.errors import ConnectionFailure, PermanentFailure, TemporaryFailure, TokenError
+from triaged.mail.oauth2 import TokenManager, xoauth2
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,17 @@ def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
 class SmtpTransport:
     """SMTP with one connection reused across messages; TLS verified unless smtp+plain."""
 
-    def __init__(self, config: SmtpConfig, local_hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        config: SmtpConfig,
+        local_hostname: str | None = None,
+        tokens: TokenManager | None = None,
+    ) -> None:
+        if config.auth == "oauth2" and tokens is None:
+            raise ValueError("smtp.auth is oauth2: SmtpTransport needs a TokenManager")
         self.config = config
         self.local_hostname = local_hostname
+        self.tokens = tokens
         self._smtp: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
@@ -65,7 +75,13 @@ class SmtpTransport:
                     )
                 smtp.starttls(context=_tls_context(self.config.ca_file))
                 smtp.ehlo()
-            if self.config.password is not None:
+            if self.tokens is not None and self.config.auth == "oauth2":
+                try:
+                    self._xoauth2(smtp, self.tokens)
+                except BaseException:
+                    smtp.close()
+                    raise
+            elif self.config.password is not None:
                 smtp.login(ep.username, self.config.password.reveal())
         except ConnectionFailure:
             raise
@@ -74,6 +90,35 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError) as exc:
             raise ConnectionFailure(f"{ep.display()}: {exc}") from exc
         return smtp
+
+    def _xoauth2(self, smtp: smtplib.SMTP, tokens: TokenManager) -> None:
+        """AUTH XOAUTH2; a refused token is replaced by a new one, once."""
+        ep = self.config.endpoint
+        if "XOAUTH2" not in smtp.esmtp_features.get("auth", "").upper().split():
+            raise ConnectionFailure(f"{ep.display()} does not offer AUTH XOAUTH2")
+        for attempt in (1, 2):
+            try:
+                token = tokens.token()
+            except TokenError as exc:
+                raise ConnectionFailure(f"{ep.display()}: {exc}") from exc
+            try:
+                smtp.auth("XOAUTH2", _xoauth2_answers(ep.username, token))
+                return
+            except smtplib.SMTPAuthenticationError as exc:
+                tokens.refused(token)
+                said = f"{exc.smtp_code} {_text(exc.smtp_error)}"
+                if attempt == 1:
+                    # Expired or revoked early: expected now and then, not worth a warning.
+                    log.info(
+                        "%s refused the access token (%s); trying once more with a new one",
+                        ep.display(),
+                        said,
+                    )
+                    continue
+                raise ConnectionFailure(
+                    f"{ep.display()}: XOAUTH2 login as {ep.username!r} failed with a new token "
+                    f"too: {said} (may the app send as this user?)"
+                ) from exc
 
     def check(self) -> str:
         smtp = self._connect()
@@ -124,6 +169,25 @@ class SmtpTransport:
             self._smtp = None
 
 
+def _xoauth2_answers(user: str, token: str) -> Callable[..., str]:
+    """smtplib's authobject: the XOAUTH2 string first; to the server's error challenge (a JSON
+    status), the empty answer that ends the exchange with the refusal."""
+    sent = False
+
+    def answer(challenge: bytes | None = None) -> str:
+        nonlocal sent
+        if sent:
+            return ""
+        sent = True
+        return xoauth2(user, token)
+
+    return answer
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _quit(smtp: smtplib.SMTP) -> None:
     try:
         smtp.quit()
@@ -156,7 +220,8 @@ class MaildirTransport:
         return None
 
 
-def open_transport(config: SmtpConfig) -> Transport:
+def open_transport(config: SmtpConfig, tokens: TokenManager | None = None) -> Transport:
+    """`tokens` logs in with OAuth2 (smtp.auth = "oauth2"; see triaged.mail.oauth2)."""
     if config.endpoint.is_maildir:
         return MaildirTransport(config.endpoint.path)
-    return SmtpTransport(config)
+    return SmtpTransport(config, tokens=tokens)

@@ -22,6 +22,7 @@ from triaged.errors import ConfigError, MailboxError
 from triaged.intake.runner import IntakeRunner
 from triaged.mail.compose import Composer
 from triaged.mail.mailbox import open_mailbox
+from triaged.mail.oauth2 import tokens_for
 from triaged.mail.openpgp import Keyring, open_keyring
 from triaged.mail.sealing import Sealer
 from triaged.mail.transport import open_transport
@@ -30,6 +31,7 @@ from triaged.service.lock import InstanceLock
 from triaged.service.outbox import OutboxRunner
 from triaged.service.scheduler import Scheduler
 from triaged.service.sdnotify import Notifier
+from triaged.store import outbox as queue
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class Daemon:
     def __init__(self, config: Config, clock: Clock = utcnow) -> None:
         self.config = config
         self.clock = clock
+        # One token manager for both loops (OAuth2): they share one grant.
+        self.tokens = tokens_for(config)
         self.stop = threading.Event()
         # Set to interrupt the intake loop's wait: on stop, and on a reload request.
         self.wake = threading.Event()
@@ -160,6 +164,8 @@ class Daemon:
             self.notifier.notify("READY=1")
             return False
         self.keyring = keyring
+        if new.oauth2 != self.config.oauth2 or self.tokens is None:
+            self.tokens = tokens_for(new)
         self.config = new
         self.generation += 1
         self.outbox_wake.set()
@@ -177,7 +183,7 @@ class Daemon:
                     self._reload()
                 composer = Composer(self.config)
                 liveness = Liveness(self.config, store, composer, self.outbox_wake.set)
-                mailbox = open_mailbox(self.config.mailbox)
+                mailbox = open_mailbox(self.config.mailbox, self.tokens)
                 try:
                     mailbox.connect()
                     runner = IntakeRunner(
@@ -212,7 +218,7 @@ class Daemon:
                         self._set_status(
                             f"reading {mailbox.name}; last look "
                             f"{self.clock().strftime('%H:%M:%S')} UTC; "
-                            f"{store.outbox_backlog()} message(s) waiting in the outbox"
+                            f"{queue.backlog(store)} message(s) waiting in the outbox"
                         )
                         log.debug("waiting for new mail")
                         self.wake.clear()
@@ -258,7 +264,7 @@ class Daemon:
     def _outbox_loop(self) -> None:
         store = Store(self.config.database)
         generation = self.generation
-        transport = open_transport(self.config.smtp)
+        transport = open_transport(self.config.smtp, self.tokens)
         runner = OutboxRunner(store, transport, self.config.smtp, self._sealer())
         liveness = Liveness(self.config, store)
         try:
@@ -266,7 +272,7 @@ class Daemon:
                 if generation != self.generation:
                     transport.close()
                     generation = self.generation
-                    transport = open_transport(self.config.smtp)
+                    transport = open_transport(self.config.smtp, self.tokens)
                     runner = OutboxRunner(store, transport, self.config.smtp, self._sealer())
                     liveness = Liveness(self.config, store)
                 self.outbox_wake.clear()
@@ -306,7 +312,7 @@ class Daemon:
             liveness.succeeded(SMTP, now)
         elif runner.error is not None:
             liveness.failed(SMTP, now, runner.error)
-        elif liveness.outage(SMTP) is not None and liveness.store.outbox_backlog() == 0:
+        elif liveness.outage(SMTP) is not None and queue.backlog(liveness.store) == 0:
             # Nothing waits to be sent any more, so nothing is failing.
             liveness.succeeded(SMTP, now)
         liveness.check(now)

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from triaged.config import Config
-from triaged.core.timefmt import parse_ts, ts
+from triaged.core.timefmt import parse_ts
 from triaged.mail.compose import Composer, Outgoing
 from triaged.service.outbox import enqueue
+from triaged.store import outages
+from triaged.store import outbox as queue
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -103,11 +105,11 @@ class Liveness:
     # --- reads ---------------------------------------------------------------------------
 
     def outage(self, name: str) -> Outage | None:
-        row = self.store.one("SELECT * FROM outages WHERE name = ?", (name,))
+        row = outages.get(self.store, name)
         return None if row is None else _outage(row)
 
     def outages(self) -> list[Outage]:
-        return [_outage(row) for row in self.store.all("SELECT * FROM outages ORDER BY name")]
+        return [_outage(row) for row in outages.every(self.store)]
 
     # --- what the loops report -----------------------------------------------------------
 
@@ -117,20 +119,9 @@ class Liveness:
         error = clean_error(error)
         with self.store.transaction():
             if self.outage(name) is None:
-                self.store.insert(
-                    "outages",
-                    {
-                        "name": name,
-                        "started_at": ts(now),
-                        "last_error": error,
-                        "updated_at": ts(now),
-                    },
-                )
+                outages.begin(self.store, name, now, error)
             else:
-                self.store.conn.execute(
-                    "UPDATE outages SET last_error = ?, updated_at = ? WHERE name = ?",
-                    (error, ts(now), name),
-                )
+                outages.still_failing(self.store, name, now, error)
             outage = self.outage(name)
             assert outage is not None
             outage, queued = self._alert_if_due(outage, now)
@@ -146,16 +137,12 @@ class Liveness:
             outage = self.outage(name)
             if outage is None:
                 return None
-            self.store.conn.execute("DELETE FROM outages WHERE name = ?", (name,))
+            outages.end(self.store, name)
             mail = []
             if outage.alerted_at is not None:
                 if name == SMTP:
                     # An alert still waiting (retried with backoff) goes out before the all-clear.
-                    self.store.conn.execute(
-                        "UPDATE outbox SET next_attempt_at = ? WHERE kind = ? AND state = 'pending'"
-                        " AND next_attempt_at > ?",
-                        (ts(now), OUTAGE, ts(now)),
-                    )
+                    queue.hurry(self.store, OUTAGE, now)
                 mail = self._mail(OUTAGE_OVER, outage, now)
                 enqueue(self.store, mail, now)
         lasted = human(now - outage.started_at)
@@ -188,7 +175,7 @@ class Liveness:
         if outage.alerted_at is not None or not self._due(outage, now):
             return outage, False
         enqueue(self.store, self._mail(OUTAGE, outage, now), now)
-        self.store.conn.execute("UPDATE outages SET alerted_at = ? WHERE name = ?", (ts(now), name))
+        outages.mark_alerted(self.store, name, now)
         log.warning(
             "%s outage since %s UTC: telling the maintainers (%s)",
             _WHAT[name],
@@ -213,7 +200,7 @@ class Liveness:
             "lasted": human(now - outage.started_at),
             "alert_after": human(self.alert_after(outage.name)),
             "error": outage.last_error,
-            "waiting": self.store.outbox_backlog(),
+            "waiting": queue.backlog(self.store),
         }
         return [
             self.composer.build(

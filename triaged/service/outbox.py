@@ -12,11 +12,12 @@ import sqlite3
 from datetime import datetime, timedelta
 
 from triaged.config import SmtpConfig
-from triaged.core.timefmt import parse_ts, ts
+from triaged.core.timefmt import parse_ts
 from triaged.errors import ConnectionFailure, PermanentFailure, TemporaryFailure
 from triaged.mail.compose import Outgoing
 from triaged.mail.sealing import CLEAR, ENCRYPTED, Sealer
 from triaged.mail.transport import Transport
+from triaged.store import outbox as queue
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,7 @@ class OutboxRunner:
         self.error = None
         if self.blocked_until is not None and now < self.blocked_until:
             return 0
-        rows = self.store.all(
-            "SELECT id, message_id, envelope_from, recipient, raw, attempts, created_at, kind,"
-            " report_id, openpgp FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY next_attempt_at, id LIMIT ?",
-            (ts(now), limit),
-        )
+        rows = queue.due(self.store, now, limit)
         sent = 0
         for row in rows:
             raw = row["raw"]
@@ -87,11 +83,7 @@ class OutboxRunner:
             # the mark, and the message then goes out again with its Message-ID, as after a
             # crash between the server's OK and this update; a crash of the process does not.
             with self.store.transaction(durable=False):
-                self.store.conn.execute(
-                    "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1,"
-                    " last_error = NULL WHERE id = ?",
-                    (ts(now), row["id"]),
-                )
+                queue.mark_sent(self.store, row["id"], now)
             sent += 1
             if self.outage_failures:
                 log.info("outbox: SMTP works again after %d failed tries", self.outage_failures)
@@ -107,15 +99,13 @@ class OutboxRunner:
         decision = self.sealer.decide(self.store, row, now)
         sending = decision.action in (ENCRYPTED, CLEAR)
         with self.store.transaction():
-            self.store.conn.execute(
-                "UPDATE outbox SET openpgp = ?, raw = ?, state = ?, last_error = ? WHERE id = ?",
-                (
-                    decision.action,
-                    decision.raw,
-                    "pending" if sending else decision.action,
-                    decision.reason or None,
-                    row["id"],
-                ),
+            queue.sealed(
+                self.store,
+                row["id"],
+                decision.action,
+                decision.raw,
+                sending,
+                decision.reason or None,
             )
             enqueue(self.store, decision.notices, now)
         return decision.raw if sending else None
@@ -135,25 +125,16 @@ class OutboxRunner:
             log.error("outbox: %s held after %d tries: %s", row["message_id"], attempts, error)
             return
         with self.store.transaction():
-            self.store.conn.execute(
-                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
-                (attempts, ts(now + self.retry_delay(attempts)), error, row["id"]),
-            )
+            queue.retry_at(self.store, row["id"], attempts, now + self.retry_delay(attempts), error)
 
     def _hold(self, row_id: int, attempts: int, error: str) -> None:
         with self.store.transaction():
-            self.store.conn.execute(
-                "UPDATE outbox SET state = 'held', attempts = ?, last_error = ? WHERE id = ?",
-                (attempts, error, row_id),
-            )
+            queue.hold(self.store, row_id, attempts, error)
 
     def next_due(self) -> datetime | None:
-        row = self.store.one(
-            "SELECT MIN(next_attempt_at) AS due FROM outbox WHERE state = 'pending'"
-        )
-        if row is None or row["due"] is None:
+        due = queue.next_due(self.store)
+        if due is None:
             return None
-        due = parse_ts(row["due"])
         if self.blocked_until is not None and self.blocked_until > due:
             return self.blocked_until
         return due
@@ -162,16 +143,13 @@ class OutboxRunner:
 def enqueue(store: Store, outgoing: list[Outgoing], now: datetime) -> None:
     """Writes messages to the outbox; call inside the transaction of the change causing them."""
     for out in outgoing:
-        store.insert(
-            "outbox",
-            {
-                "message_id": out.message_id,
-                "report_id": out.report_id,
-                "kind": out.kind,
-                "envelope_from": out.envelope_from,
-                "recipient": out.recipient,
-                "raw": out.raw,
-                "next_attempt_at": ts(now),
-                "created_at": ts(now),
-            },
+        queue.add(
+            store,
+            message_id=out.message_id,
+            report_id=out.report_id,
+            kind=out.kind,
+            envelope_from=out.envelope_from,
+            recipient=out.recipient,
+            raw=out.raw,
+            at=now,
         )

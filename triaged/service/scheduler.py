@@ -30,6 +30,7 @@ from triaged.config import Config
 from triaged.core.timefmt import parse_ts, ts
 from triaged.mail.compose import Composer
 from triaged.service.outbox import enqueue
+from triaged.store import notices
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,8 @@ def digest_slot(trigger: CronTrigger, last: datetime | None, now: datetime) -> d
 
 
 def last_digest_slot(store: Store) -> datetime | None:
-    row = store.one(
-        "SELECT key FROM notices WHERE report_id = '' AND key LIKE 'digest:%'"
-        " ORDER BY key DESC LIMIT 1"
-    )
-    return parse_ts(str(row["key"])[len(_DIGEST_KEY) :]) if row else None
+    key = notices.last_team_key(store, _DIGEST_KEY)
+    return parse_ts(key[len(_DIGEST_KEY) :]) if key else None
 
 
 class Scheduler:
@@ -166,9 +164,7 @@ class Scheduler:
             if slot is None:
                 return []
             out = compose(config, store, composer, now)
-            store.insert(
-                "notices", {"report_id": "", "key": _DIGEST_KEY + ts(slot), "sent_at": ts(now)}
-            )
+            notices.mark_team_sent(store, _DIGEST_KEY + ts(slot), now)
             log.info("digest for %s queued for %d address(es)", ts(slot), len(out))
             return out
 

@@ -3,6 +3,10 @@ of triaged/store/migrations.py, applied when a `Store` opens the file.
 
 Every unit of work runs inside `Store.transaction()` (BEGIN IMMEDIATE, so two runners never
 deadlock on a lock upgrade); sqlite-utils' own writes nest inside it as savepoints.
+
+Each table is written by one module of this package (tests/test_architecture.py checks it):
+`reports` (reports, participants), `messages` (messages, mailbox_state), `events`, `outbox`,
+`deadlines` (deadlines, clock_state), `notices`, `outages`; the schema by `migrations`.
 """
 
 from __future__ import annotations
@@ -10,14 +14,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
-from triaged.core.timefmt import ts
 from triaged.store.migrations import SCHEMA, upgrade
 
 
@@ -79,13 +81,14 @@ class Store:
         return list(self.conn.execute(sql, params).fetchall())
 
     def insert(self, table: str, row: dict[str, Any]) -> int:
+        """Inserts one row; returns its rowid. For the table modules of this package."""
         cursor = self.conn.execute(
             f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
             tuple(row.values()),
         )
         return int(cursor.lastrowid or 0)
 
-    # --- reads used by several runners --------------------------------------------------
+    # --- the reads of a report that nearly every module makes --------------------------
 
     def report(self, report_id: str) -> sqlite3.Row | None:
         return self.one("SELECT * FROM reports WHERE id = ?", (report_id,))
@@ -93,31 +96,3 @@ class Store:
     def participants(self, report_id: str) -> dict[str, str]:
         rows = self.all("SELECT address, role FROM participants WHERE report_id = ?", (report_id,))
         return {row["address"]: row["role"] for row in rows}
-
-    def sent_recently(self, kind: str, recipient: str, since: datetime) -> int:
-        """How many outbox messages of this kind went to this address since then."""
-        row = self.one(
-            "SELECT COUNT(*) AS n FROM outbox WHERE kind = ? AND recipient = ? AND created_at > ?",
-            (kind, recipient, ts(since)),
-        )
-        return int(row["n"]) if row else 0
-
-    def outbox_backlog(self) -> int:
-        """Messages waiting in the outbox (pending, not held)."""
-        row = self.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
-        return int(row["n"]) if row else 0
-
-    def report_for_outgoing(self, message_ids: tuple[str, ...]) -> str | None:
-        """The report that one of our own sent Message-IDs belongs to (newest reference first)."""
-        if not message_ids:
-            return None
-        rows = self.all(
-            "SELECT message_id, report_id FROM outbox WHERE report_id IS NOT NULL"
-            f" AND message_id IN ({','.join('?' * len(message_ids))})",
-            tuple(message_ids),
-        )
-        found = {row["message_id"]: row["report_id"] for row in rows}
-        for message_id in reversed(message_ids):
-            if message_id in found:
-                return str(found[message_id])
-        return None

@@ -25,7 +25,11 @@ def record(
     **detail: Any,
 ) -> None:
     """Records one event (inside the caller's transaction). An unknown kind is a bug: the
-    readers would never see it, so it raises ValueError."""
+    readers would never see it, so it raises ValueError.
+
+    Events move clocks: the caller recomputes the report's deadlines in the same transaction
+    (`triaged.clocks.runner.refresh_deadlines`; intake and the clock runner do), so what
+    `triaged deadlines` and the digest read is never behind."""
     if kind not in ev.KINDS:
         raise ValueError(f"unknown event kind {kind!r}: add it to triaged/core/events.py")
     store.conn.execute(

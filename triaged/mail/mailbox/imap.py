@@ -21,8 +21,9 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from triaged.config import MailboxConfig
-from triaged.errors import MailboxError
+from triaged.errors import MailboxError, TokenError
 from triaged.mail.mailbox.base import Envelope
+from triaged.mail.oauth2 import TokenManager
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,13 @@ def _uids(uids: Sequence[str]) -> list[int]:
 class ImapMailbox:
     """A folder on an IMAP server (see the module docstring)."""
 
-    def __init__(self, config: MailboxConfig) -> None:
+    def __init__(self, config: MailboxConfig, tokens: TokenManager | None = None) -> None:
         if config.endpoint.is_maildir:
             raise MailboxError("ImapMailbox needs an imap, imaps or imap+plain URL")
+        if config.auth == "oauth2" and tokens is None:
+            raise MailboxError("mailbox.auth is oauth2: ImapMailbox needs a TokenManager")
         self.config = config
+        self.tokens = tokens
         self.endpoint = config.endpoint
         self._client: Any = None
         self._uidvalidity: int | None = None
@@ -181,17 +185,51 @@ class ImapMailbox:
         )
 
     def _login(self, client: Any) -> None:
+        if self.tokens is not None and self.config.auth == "oauth2":
+            self._oauth2_login(client, self.tokens)
+            return
         password = self.config.password.reveal() if self.config.password else ""
         try:
             client.login(self.endpoint.username, password)
         except LoginError as exc:
             # The server's words only (never the password), e.g. "[AUTHENTICATIONFAILED] ...".
-            reason = re.sub(r"^login error:\s*", "", str(exc), flags=re.IGNORECASE)
+            reason = _reason(exc)
             raise MailboxError(
                 self._scrub(f"{self.name}: login as {self.endpoint.username!r} failed: {reason}")
             ) from exc
         except _FAILURES as exc:
             raise self._error("login", exc) from exc
+
+    def _oauth2_login(self, client: Any, tokens: TokenManager) -> None:
+        """AUTHENTICATE XOAUTH2; a refused token is replaced by a new one, once."""
+        user = self.endpoint.username
+        with self._guard("login"):
+            if not client.has_capability("AUTH=XOAUTH2"):
+                raise MailboxError(f"{self.name}: the server does not offer AUTH=XOAUTH2")
+        for attempt in (1, 2):
+            try:
+                token = tokens.token()
+            except TokenError as exc:
+                raise MailboxError(f"{self.name}: {exc}") from exc
+            try:
+                client.oauth2_login(user, token)
+                return
+            except LoginError as exc:
+                tokens.refused(token)
+                if attempt == 1:
+                    # Expired or revoked early: expected now and then, not worth a warning.
+                    log.info(
+                        "%s refused the access token (%s); trying once more with a new one",
+                        self.name,
+                        _reason(exc),
+                    )
+                    continue
+                raise MailboxError(
+                    f"{self.name}: XOAUTH2 login as {user!r} failed with a new token too: "
+                    f"{_reason(exc)} (does the app have access to this mailbox?)"
+                ) from exc
+            except _FAILURES as exc:
+                raise self._error("login", exc) from exc
 
     def _create_folder(self, client: Any, folder: str) -> None:
         try:
@@ -321,6 +359,10 @@ class ImapMailbox:
             self._drop()
             raise
         client.idle_done()
+
+
+def _reason(exc: LoginError) -> str:
+    return re.sub(r"^login error:\s*", "", str(exc), flags=re.IGNORECASE)
 
 
 def _is_new_mail(response: object) -> bool:

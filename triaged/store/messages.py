@@ -1,0 +1,106 @@
+"""The `messages` table (every message intake took, raw bytes and what it turned out to be)
+and `mailbox_state` (the UIDVALIDITY last seen of each mailbox)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from triaged.core.timefmt import ts
+from triaged.store.db import Store
+
+REPORT = "report"  # the kind of a report's first message
+
+
+def add(
+    store: Store,
+    *,
+    mailbox: str,
+    uidvalidity: int,
+    uid: str,
+    sha256: str,
+    size: int,
+    raw: bytes | None,
+    kind: str,
+    received: datetime,
+    message_id: str | None = None,
+    from_addr: str | None = None,
+    subject: str | None = None,
+    reason: str | None = None,
+    report_id: str | None = None,
+    openpgp: dict[str, Any] | None = None,
+) -> int:
+    """Stores one message; returns its number (the row id events and mail refer to).
+    `openpgp`: how it was protected (`OpenPGPStatus.as_json()`), None when it was not."""
+    return store.insert(
+        "messages",
+        {
+            "mailbox": mailbox,
+            "uidvalidity": uidvalidity,
+            "uid": uid,
+            "message_id": message_id,
+            "sha256": sha256,
+            "size": size,
+            "raw": raw,
+            "from_addr": from_addr,
+            "subject": subject,
+            "kind": kind,
+            "reason": reason,
+            "report_id": report_id,
+            "received_at": ts(received),
+            "openpgp": json.dumps(openpgp) if openpgp is not None else None,
+        },
+    )
+
+
+def set_reason(store: Store, number: int, reason: str) -> None:
+    """Replaces the stored message's reason (why it was handled as it was)."""
+    store.conn.execute("UPDATE messages SET reason = ? WHERE id = ?", (reason, number))
+
+
+def known_uids(store: Store, mailbox: str, uidvalidity: int, uids: Sequence[str]) -> set[str]:
+    """Which of these UIDs of the mailbox are stored already."""
+    found: set[str] = set()
+    for start in range(0, len(uids), 500):
+        chunk = uids[start : start + 500]
+        rows = store.all(
+            "SELECT uid FROM messages WHERE mailbox = ? AND uidvalidity = ?"
+            f" AND uid IN ({','.join('?' * len(chunk))})",
+            (mailbox, uidvalidity, *chunk),
+        )
+        found.update(str(row["uid"]) for row in rows)
+    return found
+
+
+def with_sha256(store: Store, sha256: str) -> int | None:
+    """The number of a stored message with exactly these bytes, if there is one."""
+    row = store.one("SELECT id FROM messages WHERE sha256 = ? LIMIT 1", (sha256,))
+    return None if row is None else int(row["id"])
+
+
+def with_message_id(store: Store, message_id: str) -> int | None:
+    """The number of a stored message with this Message-ID, if there is one."""
+    row = store.one("SELECT id FROM messages WHERE message_id = ? LIMIT 1", (message_id,))
+    return None if row is None else int(row["id"])
+
+
+def first_message_id(store: Store, report_id: str) -> str | None:
+    """The Message-ID of the report's first message (mail to the reporter answers it)."""
+    row = store.one(
+        "SELECT message_id FROM messages WHERE report_id = ? AND kind = ?", (report_id, REPORT)
+    )
+    return None if row is None or row["message_id"] is None else str(row["message_id"])
+
+
+def last_uidvalidity(store: Store, mailbox: str) -> int | None:
+    row = store.one("SELECT uidvalidity FROM mailbox_state WHERE mailbox = ?", (mailbox,))
+    return None if row is None else int(row["uidvalidity"])
+
+
+def set_uidvalidity(store: Store, mailbox: str, uidvalidity: int, at: datetime) -> None:
+    store.conn.execute(
+        "INSERT OR REPLACE INTO mailbox_state (mailbox, uidvalidity, updated_at) VALUES (?, ?, ?)",
+        (mailbox, uidvalidity, ts(at)),
+    )
