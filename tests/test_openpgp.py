@@ -24,9 +24,10 @@ from pgp import (
 )
 
 from triaged.config import LimitsConfig
+from triaged.core.protection import BAD, GOOD, UNKNOWN_KEY
 from triaged.mail import openpgp
 from triaged.mail.openpgp import Keyring, Reader
-from triaged.mail.parse import BAD, GOOD, UNKNOWN_KEY, parse
+from triaged.mail.parse import parse
 
 REPORT = "The importer follows ../ in archive paths.\nSteps: unpack evil.tar.\n"
 

@@ -16,6 +16,7 @@ import click
 
 from triaged import __version__
 from triaged.config import Config, OpenPGPConfig, config_path, load
+from triaged.core.protection import OpenPGPStatus
 from triaged.core.timefmt import parse_ts
 from triaged.errors import (
     AlreadyRunning,
@@ -26,7 +27,6 @@ from triaged.errors import (
     TransportError,
 )
 from triaged.logs import setup_logging
-from triaged.mail.parse import OpenPGPStatus
 from triaged.store.db import Store
 from triaged.views import deadline_list, report_detail, report_list
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from triaged.core.files import fsync_path
+from triaged.core.protection import GOOD, Signature
 from triaged.errors import ConfigError
-from triaged.mail.parse import GOOD, Signature
 
 __all__ = [
     "KEY_BYTES",

@@ -55,16 +55,11 @@ from typing import Any
 import gnupg
 
 from triaged.config import Config, LimitsConfig
+from triaged.core.protection import BAD, GOOD, UNKNOWN_KEY, KeyOutcome, OpenPGPStatus, Signature
 from triaged.errors import ConfigError, UnsafeMessage
 from triaged.mail.parse import (
-    BAD,
-    GOOD,
     HEADER_END,
-    UNKNOWN_KEY,
-    KeyOutcome,
-    OpenPGPStatus,
     ParsedMessage,
-    Signature,
     clean_header_text,
     content_param,
     content_params,
