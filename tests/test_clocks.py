@@ -2,7 +2,7 @@
 
 Mail comes in through the intake runner from a Maildir; what the runner sends is read from
 the outbox, as the SMTP server would receive it. The pure engine has its own tests
-(test_deadlines.py); these check what maintainers and reporters receive, and when.
+(test_clock_engine.py); these check what maintainers and reporters receive, and when.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from triaged.core.durations import Calendar, Duration, add, parse_duration
+from triaged.core.durations import Calendar, Duration, add, parse_duration, span
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -61,3 +61,20 @@ def test_human_names() -> None:
     assert parse_duration("1w").human() == "1 week"
     assert parse_duration("5bd").human() == "5 business days"
     assert parse_duration("48h").human() == "48 hours"
+
+
+@pytest.mark.parametrize(
+    ("delta", "words"),
+    [
+        (timedelta(days=2, hours=3, minutes=5), "2 days 3 hours"),
+        (timedelta(days=1, minutes=5), "1 day"),
+        (timedelta(hours=1, minutes=5, seconds=9), "1 hour 5 minutes"),
+        (timedelta(minutes=45, seconds=30), "45 minutes"),
+        (timedelta(seconds=40), "40 seconds"),
+        (timedelta(seconds=1), "1 second"),
+        (-timedelta(hours=2), "2 hours"),
+    ],
+)
+def test_span_says_a_length_in_its_two_largest_units(delta: timedelta, words: str) -> None:
+    # The one formatter of lengths of time in mail: clock notices, the digest, outage alerts.
+    assert span(delta) == words

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from triaged.clocks import engine as dl
+from triaged.clocks import engine
 from triaged.config import SEVERITIES, Config
 from triaged.core import events as ev
 from triaged.core import workflow as wf
@@ -52,7 +52,7 @@ from triaged.store.db import Store
 WEEK = timedelta(days=7)
 WINDOW = timedelta(days=90)
 # The clocks whose share met on time is measured (the update clock is never met).
-MEASURED = (dl.ACKNOWLEDGE, dl.RESPOND, dl.RESOLVE)
+MEASURED = (engine.ACKNOWLEDGE, engine.RESPOND, engine.RESOLVE)
 # How many reports the mail lists at most, per section; the counts are always complete.
 LIST_LIMIT = 100
 CHANGES_LIMIT = 50
@@ -162,24 +162,7 @@ def figures(
     clock_rows:   clock, counted, on_time, met, seconds (how long each met one took, in
                   whole seconds, comma-separated; NULL when none was met).
     """
-    opened = []
-    for row in open_rows:
-        due = parse_ts(row["due_at"]) if row["due_at"] else None
-        opened.append(
-            OpenReport(
-                id=row["id"],
-                title=row["title"],
-                state=row["state"],
-                severity=row["severity"],
-                handler=row["handler"],
-                clock=row["clock"] if due is not None else None,
-                due=due,
-                overdue=due is not None and due <= now,
-                unsupported=unsupported(row["affected"]),
-            )
-        )
-    opened.sort(key=_open_key)
-    counts = Counter((r.state, r.severity) for r in opened)
+    opened = _open_reports(now, open_rows, unsupported)
     came_in = [
         Change(r["id"], r["title"], r["state"], r["severity"], parse_ts(r["created_at"]))
         for r in came_in_rows
@@ -195,16 +178,57 @@ def figures(
         )
         for r in closed_rows
     ]
-    by_clock = {row["clock"]: row for row in clock_rows}
-    clocks = []
+    return Digest(
+        now=now,
+        week_start=now - WEEK,
+        window_start=now - WINDOW,
+        open=tuple(opened),
+        counts=dict(Counter((r.state, r.severity) for r in opened)),
+        came_in=_newest_first(came_in),
+        closed=_newest_first(closed),
+        clocks=_clock_figures(clock_rows),
+    )
+
+
+def _open_reports(
+    now: datetime, rows: Iterable[Row], unsupported: Callable[[str | None], bool]
+) -> list[OpenReport]:
+    """The open reports, overdue first, then by state, severity and next deadline."""
+    opened = []
+    for row in rows:
+        due = parse_ts(row["due_at"]) if row["due_at"] else None
+        opened.append(
+            OpenReport(
+                id=row["id"],
+                title=row["title"],
+                state=row["state"],
+                severity=row["severity"],
+                handler=row["handler"],
+                clock=row["clock"] if due is not None else None,
+                due=due,
+                overdue=due is not None and due <= now,
+                unsupported=unsupported(row["affected"]),
+            )
+        )
+    return sorted(opened, key=_open_key)
+
+
+def _newest_first(changes: Iterable[Change]) -> tuple[Change, ...]:
+    return tuple(sorted(changes, key=lambda c: (c.at, c.id), reverse=True))
+
+
+def _clock_figures(rows: Iterable[Row]) -> tuple[ClockFigures, ...]:
+    """Each measured clock's figures, in MEASURED order (zeros for a clock with no row)."""
+    by_clock = {row["clock"]: row for row in rows}
+    out = []
     for name in MEASURED:
         found = by_clock.get(name)
         if found is None:
-            clocks.append(ClockFigures(name, 0, 0, 0, None))
+            out.append(ClockFigures(name, 0, 0, 0, None))
             continue
         seconds = found["seconds"]
         median = _median([int(n) for n in str(seconds).split(",")]) if seconds else None
-        clocks.append(
+        out.append(
             ClockFigures(
                 clock=name,
                 counted=int(found["counted"] or 0),
@@ -213,16 +237,7 @@ def figures(
                 median_to_meet=None if median is None else timedelta(seconds=round(median)),
             )
         )
-    return Digest(
-        now=now,
-        week_start=now - WEEK,
-        window_start=now - WINDOW,
-        open=tuple(opened),
-        counts=dict(counts),
-        came_in=tuple(sorted(came_in, key=lambda c: (c.at, c.id), reverse=True)),
-        closed=tuple(sorted(closed, key=lambda c: (c.at, c.id), reverse=True)),
-        clocks=tuple(clocks),
-    )
+    return tuple(out)
 
 
 # --- the database -> rows -------------------------------------------------------------------
@@ -323,67 +338,10 @@ def _severity(value: str | None) -> str:
 
 def context(composer: Composer, digest: Digest) -> dict[str, Any]:
     """The template's variables: display-ready strings (times in the project's time zone)."""
-    now = digest.now
-
-    def deadline(report: OpenReport) -> dict[str, Any]:
-        due = report.due
-        return {
-            "id": report.id,
-            "title": report.title,
-            "state": report.state,
-            "severity": _severity(report.severity),
-            "handler": report.handler or "nobody",
-            "clock": report.clock,
-            "due": composer.when(due) if due is not None else None,
-            "left": None if due is None else span(due - now),
-            "overdue": report.overdue,
-            "unsupported": report.unsupported,
-        }
-
-    def change(item: Change) -> dict[str, Any]:
-        return {
-            "id": item.id,
-            "title": item.title,
-            "state": item.state,
-            "severity": _severity(item.severity),
-            "when": composer.when(item.at),
-            "reopened": item.reopened,
-        }
-
     listed = digest.open[:LIST_LIMIT]
-    overdue = [deadline(r) for r in listed if r.overdue]
-    groups: list[dict[str, Any]] = []
-    for report in listed:
-        if report.overdue:
-            continue
-        heading = f"{report.state}, {_severity(report.severity)}"
-        if not groups or groups[-1]["heading"] != heading:
-            groups.append({"heading": heading, "reports": []})
-        groups[-1]["reports"].append(deadline(report))
-
-    columns = [_severity(s) for s in SEVERITY_ORDER]
-    table = []
-    for state in wf.STATES:
-        cells = [digest.counts.get((state, s), 0) for s in SEVERITY_ORDER]
-        if any(cells):
-            table.append({"state": state, "cells": cells, "total": sum(cells)})
-    totals = [sum(n for (_, s), n in digest.counts.items() if s == sev) for sev in SEVERITY_ORDER]
-
-    clocks = []
-    for figure in digest.clocks:
-        share = figure.share
-        clocks.append(
-            {
-                "clock": figure.clock,
-                "counted": figure.counted,
-                "on_time": figure.on_time,
-                "met": figure.met,
-                "percent": None if share is None else round(share * 100),
-                "median": None if figure.median_to_meet is None else span(figure.median_to_meet),
-            }
-        )
+    columns, table, totals = _counts_table(digest)
     return {
-        "generated": composer.when(now),
+        "generated": composer.when(digest.now),
         "week_start": composer.when(digest.week_start),
         "window_start": composer.when(digest.window_start),
         "open_total": len(digest.open),
@@ -391,14 +349,81 @@ def context(composer: Composer, digest: Digest) -> dict[str, Any]:
         "columns": columns,
         "table": table,
         "totals": totals,
-        "overdue": overdue,
-        "groups": groups,
+        "overdue": [_deadline(composer, digest.now, r) for r in listed if r.overdue],
+        "groups": _groups(composer, digest.now, listed),
         "unlisted": len(digest.open) - len(listed),
-        "came_in": [change(c) for c in digest.came_in[:CHANGES_LIMIT]],
+        "came_in": [_change(composer, c) for c in digest.came_in[:CHANGES_LIMIT]],
         "came_in_total": len(digest.came_in),
-        "closed": [change(c) for c in digest.closed[:CHANGES_LIMIT]],
+        "closed": [_change(composer, c) for c in digest.closed[:CHANGES_LIMIT]],
         "closed_total": len(digest.closed),
-        "clocks": clocks,
+        "clocks": [_clock_line(figure) for figure in digest.clocks],
+    }
+
+
+def _deadline(composer: Composer, now: datetime, report: OpenReport) -> dict[str, Any]:
+    """One open report's line: its next deadline and how far off (or overdue) it is."""
+    due = report.due
+    return {
+        "id": report.id,
+        "title": report.title,
+        "state": report.state,
+        "severity": _severity(report.severity),
+        "handler": report.handler or "nobody",
+        "clock": report.clock,
+        "due": composer.when(due) if due is not None else None,
+        "left": None if due is None else span(due - now),
+        "overdue": report.overdue,
+        "unsupported": report.unsupported,
+    }
+
+
+def _groups(
+    composer: Composer, now: datetime, listed: Iterable[OpenReport]
+) -> list[dict[str, Any]]:
+    """The reports that are not overdue, under one heading per (state, severity)."""
+    groups: list[dict[str, Any]] = []
+    for report in listed:
+        if report.overdue:
+            continue
+        heading = f"{report.state}, {_severity(report.severity)}"
+        if not groups or groups[-1]["heading"] != heading:
+            groups.append({"heading": heading, "reports": []})
+        groups[-1]["reports"].append(_deadline(composer, now, report))
+    return groups
+
+
+def _change(composer: Composer, item: Change) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "title": item.title,
+        "state": item.state,
+        "severity": _severity(item.severity),
+        "when": composer.when(item.at),
+        "reopened": item.reopened,
+    }
+
+
+def _counts_table(digest: Digest) -> tuple[list[str], list[dict[str, Any]], list[int]]:
+    """Open reports by state (rows) and severity (columns): the columns, rows and totals."""
+    columns = [_severity(s) for s in SEVERITY_ORDER]
+    table = []
+    for state in wf.STATES:
+        cells = [digest.counts.get((state, s), 0) for s in SEVERITY_ORDER]
+        if any(cells):
+            table.append({"state": state, "cells": cells, "total": sum(cells)})
+    totals = [sum(n for (_, s), n in digest.counts.items() if s == sev) for sev in SEVERITY_ORDER]
+    return columns, table, totals
+
+
+def _clock_line(figure: ClockFigures) -> dict[str, Any]:
+    share = figure.share
+    return {
+        "clock": figure.clock,
+        "counted": figure.counted,
+        "on_time": figure.on_time,
+        "met": figure.met,
+        "percent": None if share is None else round(share * 100),
+        "median": None if figure.median_to_meet is None else span(figure.median_to_meet),
     }
 
 
@@ -421,15 +446,11 @@ def compose(config: Config, store: Store, composer: Composer, now: datetime) -> 
     digest = build(store, config, now)
     variables = context(composer, digest)
     line = subject(config, digest)
-    return [
-        composer.build(
-            kind="digest",
-            to=address,
-            subject=line,
-            template="digest.txt",
-            context=variables,
-            now=now,
-            auto="auto-generated",
-        )
-        for address in config.maintainers.notify
-    ]
+    return composer.to_each(
+        config.maintainers.notify,
+        kind="digest",
+        subject=line,
+        template="digest.txt",
+        context=variables,
+        now=now,
+    )

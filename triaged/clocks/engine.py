@@ -401,6 +401,141 @@ def _schedule(
     return due, None
 
 
+@dataclass
+class _Replay:
+    """A report's clocks while its happenings are replayed, oldest first, from "received"."""
+
+    received: datetime
+    runs: dict[str, _Run]
+    last_contact: datetime  # update: the last time the reporter heard from us
+    cycle: int = 1
+    acked: bool = False
+    closed: bool = False
+    fixed: bool = False
+    severity: str | None = None
+    updates_sent: int = 0
+    pauses: list[_Pause] = field(default_factory=list)
+    embargo: _Embargo = field(default_factory=_Embargo)
+
+    @classmethod
+    def start(cls, received: datetime) -> _Replay:
+        runs = {name: _Run(name, received, 1) for name in CLOCK_NAMES}
+        return cls(received, runs, last_contact=received)
+
+    def apply(self, h: Happening, calendar: Calendar) -> None:
+        """One happening. While the report is closed only its severity, pauses and a reopen
+        count."""
+        if h.kind == REOPENED:
+            self._reopen(h)
+            return
+        self._note(h)
+        if self.closed:
+            return
+        if h.kind == EMBARGO_SET:
+            self.embargo.set(h.at, h.value, calendar)
+        elif h.kind == DISCLOSED:
+            self.embargo.disclosed(h.at)
+        self._contact(h)
+        self._fix(h)
+        if h.kind in (CLOSED, REJECTED):
+            self._close(h.at)
+
+    def _note(self, h: Happening) -> None:
+        """The severity, and the pauses (a wait on the reporter, until the reporter wrote)."""
+        if h.kind == SEVERITY:
+            self.severity = h.value
+        elif h.kind == WAITING and not self.waiting:
+            self.pauses.append(_Pause(h.at))
+        elif h.kind == REPORTER_WROTE and self.waiting:
+            self.pauses[-1].end = h.at
+
+    @property
+    def waiting(self) -> bool:
+        """A pause is running (we wait on the reporter)."""
+        return bool(self.pauses) and self.pauses[-1].end is None
+
+    def _reopen(self, h: Happening) -> None:
+        """A new cycle: respond restarts, resolve and update too unless the report went back to
+        a state after the fix, acknowledge only if it was never met."""
+        if not self.closed:
+            return
+        self.closed = False
+        self.cycle += 1
+        self.fixed = h.value is not None and h.value not in _BEFORE_FIX
+        restart = [RESPOND] if self.fixed else [RESPOND, RESOLVE, UPDATE]
+        if self.runs[ACKNOWLEDGE].met_at is None:
+            restart.append(ACKNOWLEDGE)
+        for name in restart:
+            self.runs[name] = _Run(name, h.at, self.cycle)
+        self.last_contact = h.at
+        self.embargo.reopen(h.at)
+
+    def _contact(self, h: Happening) -> None:
+        """What the reporter heard from us: the update cadence, acknowledge and respond."""
+        kind = h.kind
+        if kind in _CONTACTS:
+            self.last_contact = h.at
+        if kind == UPDATE_SENT:
+            self.updates_sent += 1
+        # Read before this happening counts as an acknowledgement: a reply that is itself the
+        # acknowledgement does not meet respond.
+        responds = kind in (CONFIRMED, REJECTED) or (kind == REPLY and self.acked)
+        if kind in _ACKS:
+            self.acked = True
+            self._meet(ACKNOWLEDGE, h.at)
+        if responds:
+            self._meet(RESPOND, h.at)
+
+    def _fix(self, h: Happening) -> None:
+        """A fix meets resolve and stops the update cadence; "unfixed" undoes both."""
+        if h.kind == FIXED and not self.fixed:
+            self.fixed = True
+            self._meet(RESOLVE, h.at)
+            self.runs[UPDATE].stopped_at = h.at
+        elif h.kind == UNFIXED and self.fixed:
+            self.fixed = False
+            self.runs[RESOLVE].met_at = None
+            self.runs[UPDATE].stopped_at = None
+
+    def _meet(self, name: str, at: datetime) -> None:
+        if self.runs[name].open:
+            self.runs[name].met_at = at
+
+    def _close(self, at: datetime) -> None:
+        """A terminal state stops every clock still running."""
+        self.closed = True
+        for run in self.runs.values():
+            if run.open:
+                run.stopped_at = at
+        self.embargo.stop(at)
+
+    def clock(self, name: str, policy: ClockPolicy) -> Clock | None:
+        """The clock `name` as replayed so far; None when the policy has no duration for it."""
+        run = self.runs[name]
+        duration = policy.duration(name, self.severity)
+        if duration is None:
+            return None
+        start = max(self.last_contact, run.started) if name == UPDATE else run.started
+        remaining: timedelta | None = None
+        due: datetime | None
+        if name in _PAUSABLE:
+            due, remaining = _schedule(start, duration, policy.calendar, self.pauses, run.ended)
+        else:
+            due = add(start, duration, policy.calendar)
+        return Clock(
+            name=name,
+            started=start,
+            due=due,
+            met_at=run.met_at,
+            paused=due is None,
+            stopped_at=run.stopped_at,
+            remaining=remaining,
+            cycle=run.cycle,
+            duration=duration,
+            updates_sent=self.updates_sent if name == UPDATE else 0,
+        )
+
+
 def clocks(happenings: Sequence[Happening], policy: ClockPolicy, now: datetime) -> list[Clock]:
     """The report's clocks as of `now` (later happenings are ignored), in CLOCK_NAMES order,
     then the embargo clock while an embargo is set.
@@ -412,108 +547,19 @@ def clocks(happenings: Sequence[Happening], policy: ClockPolicy, now: datetime) 
     received = next((h.at for h in history if h.kind == RECEIVED), None)
     if received is None:
         return []
-    runs: dict[str, _Run] = {name: _Run(name, received, 1) for name in CLOCK_NAMES}
-    cycle = 1
-    acked = False
-    closed = False
-    fixed = False
-    severity: str | None = None
-    updates_sent = 0
-    last_contact = received
-    pauses: list[_Pause] = []
-    embargo = _Embargo()
+    replay = _Replay.start(received)
+    for happening in history:
+        if happening.at >= received:
+            replay.apply(happening, policy.calendar)
+    out = [clock for name in CLOCK_NAMES if (clock := replay.clock(name, policy)) is not None]
+    embargo = replay.embargo.clock()
+    return out if embargo is None else [*out, embargo]
 
-    for h in history:
-        if h.at < received:
-            continue
-        kind = h.kind
-        if kind == SEVERITY:
-            severity = h.value
-        elif kind == WAITING:
-            if not pauses or pauses[-1].end is not None:
-                pauses.append(_Pause(h.at))
-        elif kind == REPORTER_WROTE:
-            if pauses and pauses[-1].end is None:
-                pauses[-1].end = h.at
-        elif kind == REOPENED:
-            if not closed:
-                continue
-            closed = False
-            cycle += 1
-            fixed = h.value is not None and h.value not in _BEFORE_FIX
-            restart = [RESPOND] if fixed else [RESPOND, RESOLVE, UPDATE]
-            if runs[ACKNOWLEDGE].met_at is None:
-                restart.append(ACKNOWLEDGE)
-            for name in restart:
-                runs[name] = _Run(name, h.at, cycle)
-            last_contact = h.at
-            embargo.reopen(h.at)
-        if closed:
-            continue
-        if kind == EMBARGO_SET:
-            embargo.set(h.at, h.value, policy.calendar)
-        elif kind == DISCLOSED:
-            embargo.disclosed(h.at)
-        if kind in _CONTACTS:
-            last_contact = h.at
-        if kind == UPDATE_SENT:
-            updates_sent += 1
-        respond_counts = kind in (CONFIRMED, REJECTED) or (kind == REPLY and acked)
-        if kind in _ACKS:
-            acked = True
-            if runs[ACKNOWLEDGE].open:
-                runs[ACKNOWLEDGE].met_at = h.at
-        if respond_counts and runs[RESPOND].open:
-            runs[RESPOND].met_at = h.at
-        if kind == FIXED and not fixed:
-            fixed = True
-            if runs[RESOLVE].open:
-                runs[RESOLVE].met_at = h.at
-            runs[UPDATE].stopped_at = h.at
-        elif kind == UNFIXED and fixed:
-            fixed = False
-            runs[RESOLVE].met_at = None
-            runs[UPDATE].stopped_at = None
-        if kind in (CLOSED, REJECTED):
-            closed = True
-            for run in runs.values():
-                if run.open:
-                    run.stopped_at = h.at
-            embargo.stop(h.at)
 
-    out: list[Clock] = []
-    for name in CLOCK_NAMES:
-        run = runs[name]
-        duration = policy.duration(name, severity)
-        if duration is None:
-            continue
-        start = max(last_contact, run.started) if name == UPDATE else run.started
-        due: datetime | None
-        remaining: timedelta | None = None
-        paused = False
-        if name in _PAUSABLE:
-            due, remaining = _schedule(start, duration, policy.calendar, pauses, run.ended)
-            paused = due is None
-        else:
-            due = add(start, duration, policy.calendar)
-        out.append(
-            Clock(
-                name=name,
-                started=start,
-                due=due,
-                met_at=run.met_at,
-                paused=paused,
-                stopped_at=run.stopped_at,
-                remaining=remaining,
-                cycle=run.cycle,
-                duration=duration,
-                updates_sent=updates_sent if name == UPDATE else 0,
-            )
-        )
-    embargo_clock = embargo.clock()
-    if embargo_clock is not None:
-        out.append(embargo_clock)
-    return out
+def at_receipt(policy: ClockPolicy, received: datetime) -> list[Clock]:
+    """The clocks a report starts with when it is received at `received`: what its receipt
+    promises (triaged/clocks/wording.py)."""
+    return clocks([Happening(received, RECEIVED)], policy, received)
 
 
 # --- clocks -> notices ------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 A pass looks only at reports whose `clock_state.next_at` has come: every new event of a report
 sets it to '' (a trigger, see migration 003), and each pass sets it to the next instant at
-which one of the report's clocks could give a notice (`deadlines.next_notice_at`). For each
+which one of the report's clocks could give a notice (`engine.next_notice_at`). For each
 such report it replays the events into clocks (triaged/clocks/engine.py), rewrites the report's
 `deadlines` rows, and sends the notices due that were not sent yet: reminders, escalations and
 overdue repeats to maintainers, periodic updates to the reporter. A notice's key is stored in
 `notices` in the same transaction as its mail (in the outbox), so a pass run twice at the
 same instant, or after a crash, sends nothing twice; a daemon that was down catches up with
-one mail per due item (see the deadlines module for which ones).
+one mail per due item (see the engine's docstring for which ones).
 
 The `deadlines` rows are not only the pass's: `refresh_deadlines` rewrites a report's in the
 transaction that changed it (intake does, for every message that touches a report), so what
@@ -22,10 +22,17 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from triaged.clocks import engine as dl
-from triaged.commands.dispatch import Dispatcher
+from triaged.clocks import engine
+from triaged.clocks.wording import (
+    EMBARGO_SUBJECTS,
+    MEETS,
+    NOTICE_SUBJECTS,
+    PUBLIC_STATES,
+    label,
+)
 from triaged.config import Config
 from triaged.core import events as ev
 from triaged.core import workflow as wf
@@ -40,43 +47,17 @@ from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
 
-# How mail names each clock, and the one command line that meets it.
-LABELS = {
-    dl.ACKNOWLEDGE: "Acknowledge",
-    dl.RESPOND: "Detailed response",
-    dl.RESOLVE: "Resolve",
-    dl.UPDATE: "Reporter update",
-    dl.EMBARGO: "Embargo",
-}
-MEETS = {
-    dl.ACKNOWLEDGE: ("/ack", "acknowledges the report (the reporter hears from you with /reply)."),
-    dl.RESPOND: (
-        "/reply",
-        "with your detailed response on the lines below it, sends it to the reporter;"
-        " /confirm or /reject REASON also meet this clock.",
-    ),
-    dl.RESOLVE: ("/state fixed", "once the fix is released (add /fixed-in VERSION)."),
-}
-# What the reporter reads about a state in a periodic update.
-PUBLIC_STATES = {
-    wf.NEW: "received; we are looking at it",
-    wf.ACKNOWLEDGED: "acknowledged; we are assessing it",
-    wf.CONFIRMED: "confirmed; we are working on a fix",
-    wf.FIXING: "being fixed",
-    wf.FIXED: "fixed",
-    wf.DISCLOSED: "fixed and disclosed",
-}
 BATCH = 200
 _RETRY_AFTER_ERROR = timedelta(minutes=5)
 
 
 def refresh_deadlines(
-    store: Store, policy: dl.ClockPolicy, report_id: str, now: datetime
-) -> list[dl.Clock]:
+    store: Store, policy: engine.ClockPolicy, report_id: str, now: datetime
+) -> list[engine.Clock]:
     """Recomputes the report's clocks from its events and stores them (inside the caller's
     transaction); sends nothing. Returns the clocks."""
     history = events.of_report(store, report_id)
-    current = dl.clocks(dl.parse_happenings(dict(row) for row in history), policy, now)
+    current = engine.clocks(engine.parse_happenings(dict(row) for row in history), policy, now)
     deadlines.replace(store, report_id, current)
     return current
 
@@ -89,17 +70,18 @@ class ClockRunner:
         config: Config,
         store: Store,
         composer: Composer | None = None,
-        key: bytes | None = None,
+        tokens: auth.ReplyTokens | None = None,
     ) -> None:
+        """`tokens` makes the maintainers' reply addresses; without it the key is read from
+        `auth.key_file` here, once (the scheduler loads it once and passes it in)."""
         self.config = config
         self.store = store
         self.composer = composer or Composer(config)
-        self.policy = dl.ClockPolicy.from_config(config.policy)
-        self.dispatcher = Dispatcher(
-            config,
-            store,
-            self.composer,
-            key if key is not None else auth.load_or_create_key(config.auth.key_file),
+        self.policy = engine.ClockPolicy.from_config(config.policy)
+        self.tokens = tokens or auth.ReplyTokens(
+            auth.load_or_create_key(config.auth.key_file),
+            config.project.address,
+            frozenset(config.maintainers.members),
         )
 
     def recompute_all(self) -> None:
@@ -137,10 +119,10 @@ class ClockRunner:
             self._schedule(report_id, None, now)
             return 0
         history = events.of_report(self.store, report_id)
-        happenings = dl.parse_happenings(dict(row) for row in history)
-        current = dl.clocks(happenings, self.policy, now)
+        happenings = engine.parse_happenings(dict(row) for row in history)
+        current = engine.clocks(happenings, self.policy, now)
         sent_keys = notices.sent_keys(self.store, report_id)
-        due = dl.notices_due(current, self.policy, now, sent_keys)
+        due = engine.notices_due(current, self.policy, now, sent_keys)
         by_name = {clock.name: clock for clock in current}
         out: list[Outgoing] = []
         for notice in due:
@@ -149,11 +131,11 @@ class ClockRunner:
                 mails = self._update(report, clock, history, now)
                 if mails:
                     events.record(self.store, report_id, now, ev.UPDATE_SENT, key=notice.key)
-                    happenings.append(dl.Happening(now, dl.UPDATE_SENT))
+                    happenings.append(engine.Happening(now, engine.UPDATE_SENT))
                 else:
                     log.info("clocks: report %s has no reporter address: no update", report_id)
             else:
-                if notice.clock == dl.EMBARGO:
+                if notice.clock == engine.EMBARGO:
                     mails = self._embargo_notice(report, clock, notice, now)
                 else:
                     mails = self._maintainer_notice(report, clock, notice, now)
@@ -165,11 +147,11 @@ class ClockRunner:
             notices.mark_sent(self.store, report_id, notice.key, now)
             log.info("clocks: report %s: %s (%d mail(s))", report_id, notice.key, len(mails))
         if any(n.kind == "update" for n in due):
-            current = dl.clocks(happenings, self.policy, now)
+            current = engine.clocks(happenings, self.policy, now)
         enqueue(self.store, out, now)
         deadlines.replace(self.store, report_id, current)
         # Last: the events written above woke the report again (trigger); this says when next.
-        self._schedule(report_id, dl.next_notice_at(current, self.policy, now), now)
+        self._schedule(report_id, engine.next_notice_at(current, self.policy, now), now)
         return len(due)
 
     # --- storage -------------------------------------------------------------------------
@@ -180,25 +162,19 @@ class ClockRunner:
     # --- mail ------------------------------------------------------------------------------
 
     def _maintainer_notice(
-        self, report: sqlite3.Row, clock: dl.Clock, notice: dl.Notice, now: datetime
+        self, report: sqlite3.Row, clock: engine.Clock, notice: engine.Notice, now: datetime
     ) -> list[Outgoing]:
         """A reminder goes to the handler (else every maintainer); an escalation and the
         overdue repeats go to every maintainer and to `policy.escalate_to`."""
         recipients = self._recipients(report, notice.kind, {"escalate", "overdue"})
         assert clock.due is not None
         due = self.composer.when(clock.due)
-        label = LABELS[clock.name]
-        if clock.name == dl.RESOLVE and report["severity"]:
-            label = f"{label} ({report['severity']})"
-        subject = {
-            "remind": f"Reminder: {label} due {due}",
-            "escalate": f"Missed: {label} was due {due}",
-            "overdue": f"Still overdue: {label} was due {due}",
-        }[notice.kind]
+        name = label(clock, report["severity"])
+        subject = NOTICE_SUBJECTS[notice.kind].format(label=name, due=due)
         command, meaning = MEETS[clock.name]
         context = {
             "notice": notice.kind,
-            "label": label,
+            "label": name,
             "due": due,
             "left": span(clock.due - now),
             "started": self.composer.when(clock.started),
@@ -214,18 +190,14 @@ class ClockRunner:
         return self._to_team(report, recipients, subject, "clock_notice.txt", context, now)
 
     def _embargo_notice(
-        self, report: sqlite3.Row, clock: dl.Clock, notice: dl.Notice, now: datetime
+        self, report: sqlite3.Row, clock: engine.Clock, notice: engine.Notice, now: datetime
     ) -> list[Outgoing]:
         """Before the embargo ends, a reminder to the handler (else every maintainer); when it
         ends, "publish now" to every maintainer; each overdue repeat also to `escalate_to`."""
         recipients = self._recipients(report, notice.kind, {"overdue"})
         assert clock.due is not None
         ends = self.composer.when(clock.due)
-        subject = {
-            "remind": f"Reminder: the embargo ends {ends}",
-            "escalate": f"Publish now: the embargo ended {ends}",
-            "overdue": f"Still not disclosed: the embargo ended {ends}",
-        }[notice.kind]
+        subject = EMBARGO_SUBJECTS[notice.kind].format(ends=ends)
         credit = credit_words(dict(report))
         context = {
             "notice": notice.kind,
@@ -267,27 +239,22 @@ class ClockRunner:
         the command that meets the clock counts."""
         members = self.config.maintainers.members
         report_id = str(report["id"])
-        return [
-            self.composer.build(
-                kind="clock",
-                to=address,
-                subject=subject,
-                template=template,
-                context={**context, "escalation_contact": address not in members},
-                now=now,
-                report_id=report_id,
-                auto="auto-generated",
-                reply_to=self.dispatcher.reply_to(report_id, address)
-                if address in members
-                else None,
-            )
-            for address in recipients
-        ]
+        return self.composer.to_each(
+            recipients,
+            kind="clock",
+            subject=subject,
+            template=template,
+            context=context,
+            now=now,
+            report_id=report_id,
+            reply_to=partial(self.tokens.reply_to, report_id),
+            personal=lambda address: {"escalation_contact": address not in members},
+        )
 
     def _update(
         self,
         report: sqlite3.Row,
-        clock: dl.Clock,
+        clock: engine.Clock,
         history: Sequence[sqlite3.Row],
         now: datetime,
     ) -> list[Outgoing]:

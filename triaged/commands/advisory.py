@@ -27,28 +27,24 @@ class Advisory(Command):
         report = ctx.report
         advisory = draft(report, ctx.config, ctx.now)
         recipients = ctx.config.maintainers.notify
-        for address in recipients:
-            ctx.outgoing.append(
-                ctx.composer.build(
-                    kind="advisory",
-                    to=address,
-                    subject=f"Advisory draft {advisory.id}",
-                    template="advisory.txt",
-                    context={
-                        "advisory_id": advisory.id,
-                        "actor": ctx.actor,
-                        "public": report["state"] in (wf.DISCLOSED, wf.CLOSED),
-                        "embargo": report["embargo"],
-                        "gaps": advisory.gaps,
-                        "markdown": advisory.markdown,
-                        "osv": advisory.osv_json(),
-                    },
-                    now=ctx.now,
-                    report_id=ctx.report_id,
-                    auto="auto-generated",
-                    reply_to=ctx.reply_to_for(address),
-                )
-            )
+        ctx.outgoing += ctx.composer.to_each(
+            recipients,
+            kind="advisory",
+            subject=f"Advisory draft {advisory.id}",
+            template="advisory.txt",
+            context={
+                "advisory_id": advisory.id,
+                "actor": ctx.actor,
+                "public": report["state"] in (wf.DISCLOSED, wf.CLOSED),
+                "embargo": report["embargo"],
+                "gaps": advisory.gaps,
+                "markdown": advisory.markdown,
+                "osv": advisory.osv_json(),
+            },
+            now=ctx.now,
+            report_id=ctx.report_id,
+            reply_to=ctx.reply_to_for,
+        )
         ctx.event(ev.ADVISORY_DRAFT, advisory=advisory.id, gaps=len(advisory.gaps))
         checks = f"; {len(advisory.gaps)} thing(s) to check" if advisory.gaps else ""
         return f"advisory draft {advisory.id} sent to {', '.join(recipients)}{checks}"

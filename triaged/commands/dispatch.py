@@ -190,28 +190,24 @@ class Dispatcher:
         )
         messages.set_reason(self.store, number, f"commands refused: {reason}")
         # The notice goes to the maintainers on record, never to the sender.
-        return [
-            self.composer.build(
-                kind="refused",
-                to=address,
-                subject="Refused commands",
-                template="refused.txt",
-                context={
-                    "sender": msg.from_addr,
-                    "subject": msg.subject,
-                    "message_number": number,
-                    "reason": reason,
-                    "dmarc": self.config.auth.authserv_id
-                    if "dmarc" in self.config.auth.proofs
-                    else None,
-                },
-                now=now,
-                report_id=report_id,
-                auto="auto-generated",
-                reply_to=self.reply_to(report_id, address),
-            )
-            for address in self.config.maintainers.notify
-        ]
+        return self.composer.to_each(
+            self.config.maintainers.notify,
+            kind="refused",
+            subject="Refused commands",
+            template="refused.txt",
+            context={
+                "sender": msg.from_addr,
+                "subject": msg.subject,
+                "message_number": number,
+                "reason": reason,
+                "dmarc": self.config.auth.authserv_id
+                if "dmarc" in self.config.auth.proofs
+                else None,
+            },
+            now=now,
+            report_id=report_id,
+            reply_to=lambda address: self.reply_to(report_id, address),
+        )
 
     # --- reporters ----------------------------------------------------------------------
 

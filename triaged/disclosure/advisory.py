@@ -170,23 +170,64 @@ def _versions(affected: str | None, fixed_in: str | None) -> _Versions:
     return _Versions(events, unparsed, gaps)
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What both formats say, read once from the report's fields."""
+
+    ident: str
+    title: str
+    affected: str | None
+    fixed_in: str | None
+    cves: list[str]
+    severity: str | None
+    vector: str | None
+    score: Any
+    credit: Credit
+    published: datetime
+    modified: datetime
+    versions: _Versions
+    references: list[dict[str, str]]
+    package_name: str
+
+    @property
+    def affected_text(self) -> str:
+        return _code(self.affected) if self.affected else "not stated"
+
+    @property
+    def remedy(self) -> str:
+        return f"Upgrade to {self.fixed_in} or later." if self.fixed_in else "No fixed release yet."
+
+
 def draft(report: Mapping[str, Any], config: Config, now: datetime) -> Advisory:
     """The advisory of `report` (a `reports` row as a dict), as of `now`."""
-    ident = advisory_id(report, config)
-    title = clean_header_text(str(report.get("title") or ""), 200) or "Security issue"
-    summary = clean_header_text(title, 120)
-    affected = report.get("affected") or None
-    fixed_in = report.get("fixed_in") or None
-    cves = cve_ids(report)
-    severity = report.get("severity") or None
-    vector = report.get("cvss") or None
-    score = report.get("cvss_score")
-    credit = reporter_credit(report)
-    published = _published(report, config, now)
-    modified = max(now, published)
-    versions = _versions(affected, fixed_in)
-    gaps = list(versions.gaps)
+    facts = _facts(report, config, now)
+    return Advisory(
+        facts.ident, _markdown(facts, config), _osv(facts, config), _gaps(facts, config)
+    )
 
+
+def _facts(report: Mapping[str, Any], config: Config, now: datetime) -> _Facts:
+    published = _published(report, config, now)
+    cves = cve_ids(report)
+    return _Facts(
+        ident=advisory_id(report, config),
+        title=clean_header_text(str(report.get("title") or ""), 200) or "Security issue",
+        affected=report.get("affected") or None,
+        fixed_in=report.get("fixed_in") or None,
+        cves=cves,
+        severity=report.get("severity") or None,
+        vector=report.get("cvss") or None,
+        score=report.get("cvss_score"),
+        credit=reporter_credit(report),
+        published=published,
+        modified=max(now, published),
+        versions=_versions(report.get("affected") or None, report.get("fixed_in") or None),
+        references=_references(report, config, cves),
+        package_name=config.package.name or config.project.name,
+    )
+
+
+def _references(report: Mapping[str, Any], config: Config, cves: list[str]) -> list[dict[str, str]]:
     references: list[dict[str, str]] = []
     url = advisory_url(report, config)
     if url:
@@ -196,83 +237,97 @@ def draft(report: Mapping[str, Any], config: Config, now: datetime) -> Advisory:
     ]
     if config.package.repository:
         references.append({"type": "PACKAGE", "url": config.package.repository})
+    return references
 
-    package_name = config.package.name or config.project.name
-    affected_text = _code(affected) if affected else "not stated"
-    remedy = f"Upgrade to {fixed_in} or later." if fixed_in else "No fixed release yet."
-    details = "\n\n".join(
-        [
-            _sentence(markdown_text(title)),
-            f"Affected versions: {affected_text}. {remedy}",
-            _credit_sentence(credit),
-        ]
-    )
 
+def _gaps(facts: _Facts, config: Config) -> tuple[str, ...]:
+    """What a maintainer should fill in before publishing, in the order the draft meets them."""
+    gaps = list(facts.versions.gaps)
+    if not config.package.ecosystem:
+        gaps.append("package.ecosystem is not set: the OSV record names no affected package")
+    if not facts.severity and not facts.vector:
+        gaps.append("no severity (/severity) and no CVSS vector (/cvss)")
+    if facts.credit.kind == NONE:
+        gaps.append('the reporter stated no credit preference: the draft says "Reported privately"')
+    return tuple(gaps)
+
+
+def _osv(facts: _Facts, config: Config) -> dict[str, Any]:
+    """The OSV record (schema OSV_SCHEMA_VERSION)."""
     record: dict[str, Any] = {
         "schema_version": OSV_SCHEMA_VERSION,
-        "id": ident,
-        "modified": rfc3339(modified),
-        "published": rfc3339(published),
+        "id": facts.ident,
+        "modified": rfc3339(facts.modified),
+        "published": rfc3339(facts.published),
     }
-    if cves:
-        record["aliases"] = cves
-    record["summary"] = summary
-    record["details"] = details
-    cvss_type = _cvss_type(vector) if vector else None
-    if vector and cvss_type:
-        record["severity"] = [{"type": cvss_type, "score": vector}]
+    if facts.cves:
+        record["aliases"] = facts.cves
+    record["summary"] = clean_header_text(facts.title, 120)
+    record["details"] = "\n\n".join(
+        [
+            _sentence(markdown_text(facts.title)),
+            f"Affected versions: {facts.affected_text}. {facts.remedy}",
+            _credit_sentence(facts.credit),
+        ]
+    )
+    cvss_type = _cvss_type(facts.vector) if facts.vector else None
+    if facts.vector and cvss_type:
+        record["severity"] = [{"type": cvss_type, "score": facts.vector}]
     if config.package.ecosystem:
         entry: dict[str, Any] = {
-            "package": {"ecosystem": config.package.ecosystem, "name": package_name}
+            "package": {"ecosystem": config.package.ecosystem, "name": facts.package_name}
         }
-        if versions.events:
-            entry["ranges"] = [{"type": "ECOSYSTEM", "events": versions.events}]
+        if facts.versions.events:
+            entry["ranges"] = [{"type": "ECOSYSTEM", "events": facts.versions.events}]
         record["affected"] = [entry]
-    else:
-        gaps.append("package.ecosystem is not set: the OSV record names no affected package")
-    if references:
-        record["references"] = references
-    if credit.kind == NAME and credit.name:
-        record["credits"] = [{"name": credit.name, "type": "FINDER"}]
+    if facts.references:
+        record["references"] = facts.references
+    if facts.credit.kind == NAME and facts.credit.name:
+        record["credits"] = [{"name": facts.credit.name, "type": "FINDER"}]
     specific: dict[str, Any] = {}
-    if severity:
-        specific["severity"] = str(severity).upper()
-    if versions.unparsed:
-        specific["affected_versions"] = versions.unparsed
+    if facts.severity:
+        specific["severity"] = str(facts.severity).upper()
+    if facts.versions.unparsed:
+        specific["affected_versions"] = facts.versions.unparsed
     if specific:
         record["database_specific"] = specific
+    return record
 
-    if not severity and not vector:
-        gaps.append("no severity (/severity) and no CVSS vector (/cvss)")
-    if credit.kind == NONE:
-        gaps.append('the reporter stated no credit preference: the draft says "Reported privately"')
 
-    severity_text = str(severity).capitalize() if severity else ""
-    if vector:
-        version = vector.split("/", 1)[0].removeprefix("CVSS:")
+def _severity_text(facts: _Facts) -> str:
+    """ "High, CVSS 3.1 base score 7.5 (`CVSS:3.1/...`)", or "not rated"."""
+    text = str(facts.severity).capitalize() if facts.severity else ""
+    if facts.vector:
+        version = facts.vector.split("/", 1)[0].removeprefix("CVSS:")
+        score = facts.score
         scored = f"CVSS {version} base score {score}" if score is not None else f"CVSS {version}"
-        severity_text = f"{severity_text}, {scored}" if severity_text else scored
-        severity_text += f" ({_code(vector)})"
-    facts = [
-        f"- **Package:** {markdown_text(package_name)}"
-        + (f" ({markdown_text(config.package.ecosystem)})" if config.package.ecosystem else ""),
-        f"- **Affected versions:** {affected_text}",
-        f"- **Fixed in:** {_code(fixed_in) if fixed_in else 'not yet'}",
-        f"- **Severity:** {severity_text or 'not rated'}",
+        text = f"{text}, {scored}" if text else scored
+        text += f" ({_code(facts.vector)})"
+    return text or "not rated"
+
+
+def _markdown(facts: _Facts, config: Config) -> str:
+    """The advisory for people, with a placeholder where the description goes."""
+    ecosystem = config.package.ecosystem
+    facts_list = [
+        f"- **Package:** {markdown_text(facts.package_name)}"
+        + (f" ({markdown_text(ecosystem)})" if ecosystem else ""),
+        f"- **Affected versions:** {facts.affected_text}",
+        f"- **Fixed in:** {_code(facts.fixed_in) if facts.fixed_in else 'not yet'}",
+        f"- **Severity:** {_severity_text(facts)}",
     ]
-    if cves:
-        facts.append(f"- **CVE:** {', '.join(cves)}")
-    facts.append(
-        f"- **Published:** {published.astimezone(config.project.timezone).date().isoformat()}"
-    )
+    if facts.cves:
+        facts_list.append(f"- **CVE:** {', '.join(facts.cves)}")
+    day = facts.published.astimezone(config.project.timezone).date().isoformat()
+    facts_list.append(f"- **Published:** {day}")
     lines = [
-        f"# {ident}: {markdown_text(title)}",
+        f"# {facts.ident}: {markdown_text(facts.title)}",
         "",
-        *facts,
+        *facts_list,
         "",
         "## Summary",
         "",
-        _sentence(markdown_text(title)),
+        _sentence(markdown_text(facts.title)),
         "",
         "## Details",
         "",
@@ -281,12 +336,12 @@ def draft(report: Mapping[str, Any], config: Config, now: datetime) -> Advisory:
         "",
         "## Remediation",
         "",
-        remedy,
+        facts.remedy,
         "",
         "## Credit",
         "",
-        _credit_sentence(credit),
+        _credit_sentence(facts.credit),
     ]
-    if references:
-        lines += ["", "## References", "", *(f"- <{r['url']}>" for r in references)]
-    return Advisory(ident, "\n".join(lines) + "\n", record, tuple(gaps))
+    if facts.references:
+        lines += ["", "## References", "", *(f"- <{r['url']}>" for r in facts.references)]
+    return "\n".join(lines) + "\n"

@@ -83,19 +83,15 @@ def expiry_notices(
     expired = published <= now
     day = published.date().isoformat()
     subject = f"security.txt expired on {day}" if expired else f"security.txt expires on {day}"
-    return [
-        composer.build(
-            kind="security_txt",
-            to=address,
-            subject=subject,
-            template="security_txt_expiry.txt",
-            context={
-                "expires": rfc3339(published),
-                "expired": expired,
-                "days": max(0, (published - now).days),
-            },
-            now=now,
-            auto="auto-generated",
-        )
-        for address in config.maintainers.notify
-    ]
+    return composer.to_each(
+        config.maintainers.notify,
+        kind="security_txt",
+        subject=subject,
+        template="security_txt_expiry.txt",
+        context={
+            "expires": rfc3339(published),
+            "expired": expired,
+            "days": max(0, (published - now).days),
+        },
+        now=now,
+    )

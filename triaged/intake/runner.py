@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
-from triaged.clocks.engine import ClockPolicy
+from triaged.clocks import engine, wording
 from triaged.clocks.runner import refresh_deadlines
 from triaged.commands.dispatch import Dispatcher
 from triaged.config import Config
 from triaged.core import events as ev
-from triaged.core.durations import add
 from triaged.core.ids import find_tag, new_report_id, tag
 from triaged.errors import UnsafeMessage
 from triaged.intake import classify as c
@@ -38,13 +38,6 @@ from triaged.store.db import Store
 from triaged.views import attachment_count
 
 log = logging.getLogger(__name__)
-
-# How the receipt and the maintainers' notification name the first clocks of a report.
-_CLOCK_PROMISES = {
-    "acknowledge": "an acknowledgement from a maintainer by {when}",
-    "respond": "a detailed response with the next steps by {when}",
-}
-_CLOCK_LABELS = {"acknowledge": "Acknowledge", "respond": "Detailed response"}
 
 QUARANTINED = "quarantined"
 DUPLICATE = "duplicate"
@@ -100,7 +93,7 @@ class IntakeRunner:
             auth.load_or_create_key(config.auth.key_file),
             keyring,
         )
-        self.clock_policy = ClockPolicy.from_config(config.policy)
+        self.clock_policy = engine.ClockPolicy.from_config(config.policy)
         self.context = c.Context(config.project.address, frozenset(config.maintainers.members))
         self.uidvalidity = 0
         # UIDs whose handling failed: left in the mailbox, retried after a while, not every pass.
@@ -379,10 +372,11 @@ class IntakeRunner:
         number = self._store(incoming, msg, c.REPORT, decision.reason, report_id)
         events.record(self.store, report_id, now, ev.RECEIVED, actor=reporter, message=number)
         out: list[Outgoing] = []
-        due = self._due(now)
+        # The receipt and the notification name the deadlines the clocks then run on.
+        first = engine.at_receipt(self.clock_policy, now)
         no_receipt = self._receipt_refusal(reporter, now)
         if no_receipt is None and reporter:
-            out.append(self._receipt(report_id, reporter, msg, now, due))
+            out.append(self._receipt(report_id, reporter, msg, now, first))
             events.record(self.store, report_id, now, ev.RECEIPT, to=reporter)
         else:
             log.info("intake: report %s: no receipt: %s", report_id, no_receipt)
@@ -392,7 +386,7 @@ class IntakeRunner:
             "reporter": reporter,
             "received": self.composer.when(now),
             "subject": msg.subject,
-            "due": [f"{_CLOCK_LABELS[name]} by: {when}" for name, when in due.items()],
+            "due": wording.first_deadlines(first, self.composer.when),
             "receipt_sent": no_receipt is None,
             "no_receipt_reason": no_receipt,
             "attachments": _numbered(msg, 1),
@@ -401,20 +395,16 @@ class IntakeRunner:
             "truncated": truncated,
             "openpgp": msg.openpgp.describe() if msg.openpgp else None,
         }
-        for member in self.config.maintainers.members:
-            out.append(
-                self.composer.build(
-                    kind="notify",
-                    to=member,
-                    subject=f"New report: {msg.subject or '(no subject)'}",
-                    template="new_report.txt",
-                    context=context,
-                    now=now,
-                    report_id=report_id,
-                    auto="auto-generated",
-                    reply_to=self.dispatcher.reply_to(report_id, member),
-                )
-            )
+        out += self.composer.to_each(
+            self.config.maintainers.members,
+            kind="notify",
+            subject=f"New report: {msg.subject or '(no subject)'}",
+            template="new_report.txt",
+            context=context,
+            now=now,
+            report_id=report_id,
+            reply_to=partial(self.dispatcher.reply_to, report_id),
+        )
         enqueue(self.store, out, now)
         self._refresh_clocks(report_id, now)
         log.info("intake: new report %s from %s", report_id, reporter)
@@ -429,23 +419,15 @@ class IntakeRunner:
             return "this address already got a receipt in the last 24 hours"
         return None
 
-    def _due(self, now: datetime) -> dict[str, str]:
-        """The policy's first deadlines for a report received now, as people read them."""
-        policy = self.config.policy
-        clocks = {"acknowledge": policy.acknowledge, "respond": policy.respond}
-        return {
-            name: self.composer.when(add(now, duration, policy.calendar))
-            for name, duration in clocks.items()
-            if duration is not None
-        }
-
     def _receipt(
-        self, report_id: str, reporter: str, msg: ParsedMessage, now: datetime, due: dict[str, str]
+        self,
+        report_id: str,
+        reporter: str,
+        msg: ParsedMessage,
+        now: datetime,
+        clocks: Sequence[engine.Clock],
     ) -> Outgoing:
-        promises = [_CLOCK_PROMISES[name].format(when=when) for name, when in due.items()]
-        if self.config.policy.update_every is not None:
-            every = self.config.policy.update_every.human()
-            promises.append(f"an update at least every {every} while the report is open")
+        promises = wording.receipt_promises(clocks, self.composer.when)
         # The receipt never quotes the sender's text (not even the subject): a forged From must
         # not turn triaged into a relay of someone else's words.
         return self.composer.build(
@@ -490,20 +472,16 @@ class IntakeRunner:
             "truncated": truncated,
             "openpgp": msg.openpgp.describe() if msg.openpgp else None,
         }
-        out = [
-            self.composer.build(
-                kind="forward",
-                to=member,
-                subject=f"Follow-up from {msg.from_addr}",
-                template="followup.txt",
-                context=context,
-                now=now,
-                report_id=report_id,
-                auto="auto-generated",
-                reply_to=self.dispatcher.reply_to(report_id, member),
-            )
-            for member in self.config.maintainers.members
-        ]
+        out = self.composer.to_each(
+            self.config.maintainers.members,
+            kind="forward",
+            subject=f"Follow-up from {msg.from_addr}",
+            template="followup.txt",
+            context=context,
+            now=now,
+            report_id=report_id,
+            reply_to=partial(self.dispatcher.reply_to, report_id),
+        )
         reports.end_waiting(self.store, report_id, now, actor=msg.from_addr, message=number)
         role = self.store.participants(report_id).get(msg.from_addr or "")
         out += self.dispatcher.reporter(msg, report_id, number, now, role == "reporter")
@@ -548,20 +526,16 @@ class IntakeRunner:
             message=number,
             claimed=claimed,
         )
-        out = [
-            self.composer.build(
-                kind="held",
-                to=member,
-                subject=f"Held: a non-participant wrote about report {claimed}",
-                template="held.txt",
-                context={"sender": msg.from_addr, "subject": msg.subject, "message_number": number},
-                now=incoming.received,
-                report_id=claimed,
-                auto="auto-generated",
-                reply_to=self.dispatcher.reply_to(claimed, member),
-            )
-            for member in self.config.maintainers.members
-        ]
+        out = self.composer.to_each(
+            self.config.maintainers.members,
+            kind="held",
+            subject=f"Held: a non-participant wrote about report {claimed}",
+            template="held.txt",
+            context={"sender": msg.from_addr, "subject": msg.subject, "message_number": number},
+            now=incoming.received,
+            report_id=claimed,
+            reply_to=partial(self.dispatcher.reply_to, claimed),
+        )
         enqueue(self.store, out, incoming.received)
         log.warning("intake: held message from %s: %s", msg.from_addr, reason)
         return c.UNVERIFIED

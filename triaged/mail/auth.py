@@ -28,7 +28,7 @@ import re
 import secrets
 import stat
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from triaged.core.files import fsync_path
@@ -38,6 +38,7 @@ from triaged.errors import ConfigError
 __all__ = [
     "KEY_BYTES",
     "TOKEN_LENGTH",
+    "ReplyTokens",
     "Verdict",
     "dmarc_proof",
     "load_or_create_key",
@@ -181,6 +182,26 @@ def reply_address(key: bytes, project_address: str, report_id: str, maintainer: 
     """
     local, _, domain = project_address.strip().rpartition("@")
     return f"{local}+{reply_token(key, report_id, maintainer)}@{domain}"
+
+
+@dataclass(frozen=True)
+class ReplyTokens:
+    """Reply addresses that prove a maintainer's reply, for anyone who sends team mail.
+
+    The key is loaded once (`load_or_create_key`, by whoever starts the work) and passed in:
+    making an address is an HMAC, no I/O.
+    """
+
+    key: bytes = field(repr=False)
+    project_address: str
+    maintainers: frozenset[str] = frozenset()
+
+    def reply_to(self, report_id: str | None, address: str) -> str | None:
+        """The Reply-To of mail about `report_id` to `address`: its reply address when it is a
+        maintainer's (a token for anyone else would prove nothing), else None."""
+        if report_id is None or address not in self.maintainers:
+            return None
+        return reply_address(self.key, self.project_address, report_id, address)
 
 
 def token_proof(

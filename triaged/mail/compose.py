@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -223,3 +224,34 @@ class Composer:
             raw=head + body,
             report_id=report_id,
         )
+
+    def to_each(
+        self,
+        recipients: Iterable[str],
+        *,
+        kind: str,
+        subject: str,
+        template: str,
+        context: dict[str, Any],
+        now: datetime,
+        report_id: str | None = None,
+        reply_to: Callable[[str], str | None] | None = None,
+        personal: Callable[[str], dict[str, Any]] | None = None,
+    ) -> list[Outgoing]:
+        """One notice to each of `recipients` (the maintainers, the team address), one mail
+        each, auto-generated (RFC 3834): `reply_to(address)` gives each one's Reply-To (their
+        reply token), `personal(address)` adds template variables of their own."""
+        return [
+            self.build(
+                kind=kind,
+                to=address,
+                subject=subject,
+                template=template,
+                context=context if personal is None else {**context, **personal(address)},
+                now=now,
+                report_id=report_id,
+                auto="auto-generated",
+                reply_to=None if reply_to is None else reply_to(address),
+            )
+            for address in recipients
+        ]

@@ -1,11 +1,14 @@
-"""The daemon: the intake loop (IDLE-driven) and the outbox worker, until told to stop.
+"""The daemon: the intake and outbox runner loops, the scheduler and the watchdog, until told
+to stop.
 
-Under systemd (Type=notify) it says READY=1 once the database is open and the first mailbox
-login succeeded, keeps STATUS= current, and says RELOADING=1 on SIGHUP and STOPPING=1 on SIGTERM.
-It sends WATCHDOG=1 only while both loops make progress: the intake loop counts a completed
-round trip with the mailbox (a pass over the folder, an IDLE or NOOP cycle), never a failed
-reconnect, so a hung IMAP server stops the pings and systemd restarts the service. Outages of
-the mailbox and of SMTP are recorded and told to the team by triaged.service.liveness.
+The loops themselves are in triaged/service/loops.py, on the one loop of
+triaged/service/runner.py. Under systemd (Type=notify) the daemon says READY=1 once the database
+is open and the first mailbox login succeeded, keeps STATUS= current (each loop sets its part),
+and says RELOADING=1 on SIGHUP and STOPPING=1 on SIGTERM. It sends WATCHDOG=1 only while both
+loops make progress: the intake loop counts a completed round trip with the mailbox (a pass over
+the folder, an IDLE or NOOP cycle), never a failed reconnect, so a hung IMAP server stops the
+pings and systemd restarts the service. Outages of the mailbox and of SMTP are recorded and told
+to the team by triaged.service.liveness.
 """
 
 from __future__ import annotations
@@ -14,45 +17,32 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import TypeVar
 
 from triaged.config import Config, load
-from triaged.errors import ConfigError, MailboxError
-from triaged.intake.runner import IntakeRunner
-from triaged.mail.compose import Composer
-from triaged.mail.mailbox import open_mailbox
+from triaged.errors import ConfigError
 from triaged.mail.oauth2 import tokens_for
 from triaged.mail.openpgp import Keyring, open_keyring
-from triaged.mail.sealing import Sealer
-from triaged.mail.transport import open_transport
-from triaged.service.liveness import MAILBOX, SMTP, Liveness, Outage
 from triaged.service.lock import InstanceLock
-from triaged.service.outbox import OutboxRunner
+from triaged.service.loops import IntakeLoop, OutboxLoop
+from triaged.service.runner import Now, utcnow
 from triaged.service.scheduler import Scheduler
 from triaged.service.sdnotify import Notifier
-from triaged.store import outbox as queue
 from triaged.store.db import Store
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-MAX_BACKOFF = 60.0
-T = TypeVar("T")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
 
 class Daemon:
-    def __init__(self, config: Config, clock: Clock = utcnow) -> None:
+    """The host of the runner loops (triaged/service/loops.py): intake on the calling thread,
+    outbox and watchdog on their own; the scheduler's jobs on its worker thread."""
+
+    def __init__(self, config: Config, clock: Now = utcnow) -> None:
         self.config = config
         self.clock = clock
         # One token manager for both loops (OAuth2): they share one grant.
         self.tokens = tokens_for(config)
         self.stop = threading.Event()
-        # Set to interrupt the intake loop's wait: on stop, and on a reload request.
+        # Set to interrupt the intake loop's wait: on stop, on a reload request, on new mail.
         self.wake = threading.Event()
         self.outbox_wake = threading.Event()
         self.reload_requested = threading.Event()
@@ -92,9 +82,8 @@ class Daemon:
             Store(self.config.database).close()
             # The keys load once here (and on reload); a bad key file stops the start.
             self.keyring = open_keyring(self.config)
-            threads = [
-                threading.Thread(target=self._outbox_loop, name="outbox", daemon=True),
-            ]
+            outbox = threading.Thread(target=OutboxLoop(self).run, name="outbox", daemon=True)
+            threads = [outbox]
             if self.watchdog is not None:
                 threads.append(
                     threading.Thread(target=self._watchdog_loop, name="watchdog", daemon=True)
@@ -103,23 +92,18 @@ class Daemon:
                 thread.start()
             self.scheduler.start()
             try:
-                self._intake_loop()
+                IntakeLoop(self, self.wake).run()
             finally:
                 self.request_stop()
                 self.scheduler.shutdown()
-                threads[0].join(timeout=20)
+                outbox.join(timeout=20)
                 if self.keyring is not None:
                     self.keyring.close()
                 log.info("stopped")
 
-    def _wait_slice(self) -> float:
-        """How long one wait for new mail may last: the watchdog needs to see the loop turn."""
-        limit = float(self.config.mailbox.idle_renew.seconds)
-        if self.watchdog is not None:
-            limit = min(limit, self.watchdog)
-        return limit
+    # --- what the loops call (service/loops.DaemonHost) -------------------------------------
 
-    def _set_status(self, text: str, part: str = "intake") -> None:
+    def set_status(self, text: str, part: str) -> None:
         with self._status_lock:
             self._status_parts[part] = " ".join(text.split())  # one line, whatever a server said
             status = "; ".join(p for p in self._status_parts.values() if p)
@@ -127,19 +111,15 @@ class Daemon:
                 self.status = status
                 self.notifier.notify(f"STATUS={status}")
 
-    def _intake_progress(self) -> None:
-        """A round trip with the mailbox completed: the only thing that feeds the watchdog."""
-        self.progress["intake"] = time.monotonic()
+    def mark_progress(self, name: str) -> None:
+        self.progress[name] = time.monotonic()
 
-    def _guarded(self, what: str, fn: Callable[..., T], *args: object) -> T | None:
-        """Liveness bookkeeping must never stop a loop: a failure is logged and skipped."""
-        try:
-            return fn(*args)
-        except Exception:
-            log.exception("%s failed", what)
-            return None
+    def mark_ready(self) -> None:
+        if not self.ready:
+            self.ready = True
+            self.notifier.notify("READY=1")
 
-    def _reload(self) -> bool:
+    def reload(self) -> bool:
         """Loads the config again; a bad one is refused and the running one kept."""
         self.reload_requested.clear()
         self.notifier.notify("RELOADING=1")
@@ -163,9 +143,9 @@ class Daemon:
             log.error("reload refused, keeping the running configuration: %s", exc)
             self.notifier.notify("READY=1")
             return False
-        self.keyring = keyring
         if new.oauth2 != self.config.oauth2 or self.tokens is None:
             self.tokens = tokens_for(new)
+        self.keyring = keyring
         self.config = new
         self.generation += 1
         self.outbox_wake.set()
@@ -173,152 +153,6 @@ class Daemon:
         log.info("configuration and templates reloaded from %s", new.path)
         self.notifier.notify("READY=1")
         return True
-
-    def _intake_loop(self) -> None:
-        store = Store(self.config.database)
-        backoff, failures = 1.0, 0
-        try:
-            while not self.stop.is_set():
-                if self.reload_requested.is_set():
-                    self._reload()
-                composer = Composer(self.config)
-                liveness = Liveness(self.config, store, composer, self.outbox_wake.set)
-                mailbox = open_mailbox(self.config.mailbox, self.tokens)
-                try:
-                    mailbox.connect()
-                    runner = IntakeRunner(
-                        self.config, store, mailbox, composer, self.stop, self.keyring
-                    )
-                    runner.start(self.clock())
-                    if failures:
-                        log.info("mailbox %s reachable again", mailbox.name)
-                    else:
-                        log.info("reading %s", mailbox.name)
-                    backoff, failures = 1.0, 0
-                    if not self.ready:
-                        self.ready = True
-                        self.notifier.notify("READY=1")
-                    readable = False
-                    while not self.stop.is_set() and not self.reload_requested.is_set():
-                        handled = runner.run_once(self.clock())
-                        self._intake_progress()
-                        if not readable:
-                            # A whole pass over the folder worked: an outage, if any, is over.
-                            readable = True
-                            self._guarded(
-                                "ending the mailbox outage",
-                                liveness.succeeded,
-                                MAILBOX,
-                                self.clock(),
-                            )
-                        if handled:
-                            self.outbox_wake.set()
-                            if self.on_intake is not None:
-                                self.on_intake(handled)
-                        self._set_status(
-                            f"reading {mailbox.name}; last look "
-                            f"{self.clock().strftime('%H:%M:%S')} UTC; "
-                            f"{queue.backlog(store)} message(s) waiting in the outbox"
-                        )
-                        log.debug("waiting for new mail")
-                        self.wake.clear()
-                        # Checked after clear(): a request that comes later sets `wake` again.
-                        if self.stop.is_set() or self.reload_requested.is_set():
-                            break
-                        mailbox.wait(self._wait_slice(), self.wake)
-                        self._intake_progress()
-                except MailboxError as exc:
-                    failures += 1
-                    outage = self._mailbox_failed(liveness, str(exc))
-                    self._set_status(f"mailbox unavailable{_since(outage)}: {exc}")
-                    # One line per outage, not one per retry.
-                    if failures == 1:
-                        log.warning("mailbox unavailable, retrying with backoff: %s", exc)
-                    else:
-                        log.debug("mailbox still unavailable (try %d): %s", failures, exc)
-                except Exception as exc:
-                    failures += 1
-                    log.exception("intake pass failed; retrying")
-                    error = f"intake failed: {type(exc).__name__}: {exc}"
-                    outage = self._mailbox_failed(liveness, error)
-                    self._set_status(f"intake failing{_since(outage)}: {error}")
-                finally:
-                    mailbox.close()
-                # No progress mark here: a failed try is not progress (see _intake_progress).
-                if failures and not self.stop.is_set():
-                    self.wake.clear()
-                    if not self.reload_requested.is_set():
-                        self.wake.wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-        finally:
-            store.close()
-
-    def _sealer(self) -> Sealer | None:
-        return Sealer(self.config, self.keyring) if self.keyring is not None else None
-
-    def _mailbox_failed(self, liveness: Liveness, error: str) -> Outage | None:
-        return self._guarded(
-            "recording the mailbox outage", liveness.failed, MAILBOX, self.clock(), error
-        )
-
-    def _outbox_loop(self) -> None:
-        store = Store(self.config.database)
-        generation = self.generation
-        transport = open_transport(self.config.smtp, self.tokens)
-        runner = OutboxRunner(store, transport, self.config.smtp, self._sealer())
-        liveness = Liveness(self.config, store)
-        try:
-            while not self.stop.is_set():
-                if generation != self.generation:
-                    transport.close()
-                    generation = self.generation
-                    transport = open_transport(self.config.smtp, self.tokens)
-                    runner = OutboxRunner(store, transport, self.config.smtp, self._sealer())
-                    liveness = Liveness(self.config, store)
-                self.outbox_wake.clear()
-                timeout = 60.0 if self.watchdog is None else min(60.0, self.watchdog)
-                try:
-                    now = self.clock()
-                    sent = runner.run_once(now)
-                    self._guarded(
-                        "recording the SMTP outage",
-                        self._smtp_liveness,
-                        liveness,
-                        runner,
-                        sent,
-                        now,
-                    )
-                    due = runner.next_due()
-                except Exception:
-                    log.exception("outbox pass failed; retrying")
-                    due, timeout = None, 5.0
-                self.progress["outbox"] = time.monotonic()
-                if due is not None:
-                    timeout = min(timeout, max((due - self.clock()).total_seconds(), 0.0))
-                self.outbox_wake.wait(timeout)
-        finally:
-            transport.close()
-            store.close()
-
-    def _smtp_liveness(
-        self, liveness: Liveness, runner: OutboxRunner, sent: int, now: datetime
-    ) -> None:
-        """After an outbox pass: SMTP took mail, kept failing, or (nothing waits) is not needed.
-
-        Also alerts any outage that has lasted long enough (the loops only report tries, and
-        a try can be far apart from the next one), and keeps the SMTP part of STATUS= current.
-        """
-        if sent:
-            liveness.succeeded(SMTP, now)
-        elif runner.error is not None:
-            liveness.failed(SMTP, now, runner.error)
-        elif liveness.outage(SMTP) is not None and queue.backlog(liveness.store) == 0:
-            # Nothing waits to be sent any more, so nothing is failing.
-            liveness.succeeded(SMTP, now)
-        liveness.check(now)
-        outage = liveness.outage(SMTP)
-        text = "" if outage is None else f"SMTP failing{_since(outage)}: {outage.last_error}"
-        self._set_status(text, part="smtp")
 
     def _watchdog_loop(self) -> None:
         assert self.watchdog is not None
@@ -343,7 +177,3 @@ class Daemon:
                 log.info("progress again in %s: petting the watchdog", ", ".join(stalled))
                 stalled = []
             self.notifier.notify("WATCHDOG=1")
-
-
-def _since(outage: Outage | None) -> str:
-    return "" if outage is None else " " + outage.summary()

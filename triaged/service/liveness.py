@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from triaged.config import Config
+from triaged.core.durations import span
 from triaged.core.timefmt import parse_ts
 from triaged.mail.compose import Composer, Outgoing
 from triaged.service.outbox import enqueue
@@ -64,19 +65,6 @@ def clean_error(error: str) -> str:
     """One line, of bounded length: the error as stored, shown in STATUS= and in the mail."""
     text = _CONTROL.sub(" ", error).strip() or "unknown error"
     return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
-
-
-def human(delta: timedelta) -> str:
-    """ "2 hours 5 minutes", "40 seconds": how long an outage lasted, for mail."""
-    seconds = max(int(delta.total_seconds()), 0)
-    parts = []
-    for name, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count} {name}{'' if count == 1 else 's'}")
-    if not parts:
-        return f"{seconds} second{'' if seconds == 1 else 's'}"
-    return " ".join(parts[:2])
 
 
 class Liveness:
@@ -145,7 +133,7 @@ class Liveness:
                     queue.hurry(self.store, OUTAGE, now)
                 mail = self._mail(OUTAGE_OVER, outage, now)
                 enqueue(self.store, mail, now)
-        lasted = human(now - outage.started_at)
+        lasted = span(now - outage.started_at)
         told = "telling the maintainers" if mail else "no alert had been sent"
         log.info("%s outage over after %s; %s", _WHAT[name], lasted, told)
         self._queued(bool(mail))
@@ -197,23 +185,19 @@ class Liveness:
             "since": self.composer.when(outage.started_at),
             "until": self.composer.when(now),
             "written": self.composer.when(now),
-            "lasted": human(now - outage.started_at),
-            "alert_after": human(self.alert_after(outage.name)),
+            "lasted": span(now - outage.started_at),
+            "alert_after": span(self.alert_after(outage.name)),
             "error": outage.last_error,
             "waiting": queue.backlog(self.store),
         }
-        return [
-            self.composer.build(
-                kind=kind,
-                to=address,
-                subject=_SUBJECTS[kind, outage.name],
-                template=f"{kind}.txt",
-                context=context,
-                now=now,
-                auto="auto-generated",
-            )
-            for address in self.config.maintainers.notify
-        ]
+        return self.composer.to_each(
+            self.config.maintainers.notify,
+            kind=kind,
+            subject=_SUBJECTS[kind, outage.name],
+            template=f"{kind}.txt",
+            context=context,
+            now=now,
+        )
 
     def _queued(self, queued: bool) -> None:
         if queued and self.on_queued is not None:

@@ -7,9 +7,11 @@
 - a look at the published security.txt's Expires every 6 hours (and at start): the team is
   warned once before it passes.
 
-Jobs run one at a time on one worker thread, each with its own database connection. The
-scheduler only wakes the work: what is due is decided from SQLite (the clocks' `next_at`,
-the `notices` already sent), so a pass that runs twice sends nothing twice.
+Jobs run one at a time (on one worker thread, and under the scheduler's lock when a test or a
+command runs one directly); they share one database connection and one clock runner, kept for
+the daemon's life (the runner is made again after a reload). The scheduler only wakes the
+work: what is due is decided from SQLite (the clocks' `next_at`, the `notices` already sent), so
+a pass that runs twice sends nothing twice.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from triaged.clocks.runner import ClockRunner
 from triaged.config import Config
 from triaged.core.timefmt import parse_ts, ts
+from triaged.mail import auth
 from triaged.mail.compose import Composer
 from triaged.service.outbox import enqueue
+from triaged.service.runner import Now
 from triaged.store import notices
 from triaged.store.db import Store
 
@@ -78,14 +82,17 @@ class Scheduler:
     def __init__(
         self,
         config: Callable[[], Config],
-        clock: Callable[[], datetime],
+        clock: Now,
         outbox_wake: threading.Event,
     ) -> None:
         self.config = config
         self.clock = clock
         self.outbox_wake = outbox_wake
-        self.generation: object = None
+        # Every job runs holding the lock, so the connection and the runner are never used by
+        # two threads at once.
         self.lock = threading.Lock()
+        self._store: Store | None = None
+        self._clocks: ClockRunner | None = None
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(1)},
@@ -111,6 +118,11 @@ class Scheduler:
     def shutdown(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        with self.lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+                self._clocks = None
 
     def reloaded(self) -> None:
         """After a reload: the policy and the digest schedule may have changed."""
@@ -135,24 +147,38 @@ class Scheduler:
     # --- the jobs ------------------------------------------------------------------------
 
     def clock_pass(self) -> int:
-        config = self.config()
         with self.lock:
-            store = Store(config.database)
             try:
-                runner = ClockRunner(config, store)
-                if self.generation is not config:
-                    # At start and after a reload: every open report is looked at again.
-                    runner.recompute_all()
-                    self.generation = config
-                sent = runner.run_once(self.clock())
+                sent = self._clock_runner(self.config()).run_once(self.clock())
             except Exception:
                 log.exception("clock pass failed; the next one tries again")
                 return 0
-            finally:
-                store.close()
         if sent:
             self.outbox_wake.set()
         return sent
+
+    def _store_for_jobs(self, config: Config) -> Store:
+        """The jobs' connection (the lock held), opened at the first job."""
+        if self._store is None:
+            self._store = Store(config.database, shared=True)
+        return self._store
+
+    def _clock_runner(self, config: Config) -> ClockRunner:
+        """The clock runner for `config` (the lock held). At start and after a reload (the
+        policy may have changed) a new one is made, with the token key read once, and every
+        open report is looked at again."""
+        if self._clocks is not None and self._clocks.config is config:
+            return self._clocks
+        store = self._store_for_jobs(config)
+        tokens = auth.ReplyTokens(
+            auth.load_or_create_key(config.auth.key_file),
+            config.project.address,
+            frozenset(config.maintainers.members),
+        )
+        runner = ClockRunner(config, store, Composer(config), tokens)
+        runner.recompute_all()
+        self._clocks = runner
+        return runner
 
     def digest_pass(self) -> bool:
         """Queues the digest when a slot of its schedule passed without one."""
@@ -184,16 +210,14 @@ class Scheduler:
         config = self.config()
         now = self.clock()
         with self.lock:
-            store = Store(config.database)
             try:
+                store = self._store_for_jobs(config)
                 with store.transaction():
                     out = job(config, store, Composer(config), now)
                     enqueue(store, out, now)
             except Exception:
                 log.exception("%s failed; it is tried again at its next run", name)
                 return False
-            finally:
-                store.close()
         if out:
             self.outbox_wake.set()
         return bool(out)

@@ -12,6 +12,7 @@ Each table is written by one module of this package (tests/test_architecture.py 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,15 +27,25 @@ from triaged.store.migrations import SCHEMA, upgrade
 class Store:
     """One connection to the database. Not shared between threads: each runner opens its own."""
 
-    def __init__(self, path: str | Path, migrations: Iterable[Migrations] = (SCHEMA,)) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        migrations: Iterable[Migrations] = (SCHEMA,),
+        *,
+        shared: bool = False,
+    ) -> None:
+        """`shared`: the connection may be used by several threads, one at a time (the caller
+        holds a lock around every use, as the scheduler does for its jobs)."""
         self.path = Path(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+        conn = sqlite3.connect(
+            str(path), timeout=30, isolation_level=None, check_same_thread=not shared
+        )
         conn.row_factory = sqlite3.Row
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
@@ -96,3 +107,18 @@ class Store:
     def participants(self, report_id: str) -> dict[str, str]:
         rows = self.all("SELECT address, role FROM participants WHERE report_id = ?", (report_id,))
         return {row["address"]: row["role"] for row in rows}
+
+
+def _use_wal(conn: sqlite3.Connection, patience: float = 30.0) -> None:
+    """Puts the file in WAL mode (it stays so). Switching a new file needs it to itself, and
+    SQLite answers "database is locked" at once, without waiting, to a connection that tries
+    while another one switches it: so try again for a while (the busy timeout's length)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from triaged.core import events as ev
+from triaged.core import workflow as wf
 from triaged.core.timefmt import ts
 from triaged.store import events
 from triaged.store.db import Store
@@ -46,7 +47,7 @@ def create(store: Store, report_id: str, *, title: str, reporter: str | None, at
         {
             "id": report_id,
             "title": title,
-            "state": "new",
+            "state": wf.NEW,
             "reporter": reporter,
             "created_at": ts(at),
             "updated_at": ts(at),

@@ -15,10 +15,12 @@ from triaged.clocks.engine import (
     ClockPolicy,
     Happening,
     Notice,
+    at_receipt,
     clocks,
     notices_due,
     parse_happenings,
 )
+from triaged.clocks.wording import first_deadlines, receipt_promises
 from triaged.core import events as ev
 from triaged.core.durations import Calendar, Duration, parse_duration
 from triaged.core.timefmt import ts
@@ -611,3 +613,28 @@ def test_parse_happenings_tolerates_odd_details() -> None:
         {"at": ts(T0), "kind": "mystery", "detail": "{}"},
     ]
     assert parse_happenings(rows) == [Happening(T0, "received")]
+
+
+def test_a_receipt_promises_the_dates_the_clocks_then_run_on() -> None:
+    # Friday 17:00 in Paris: two business days later is Tuesday, the same wall-clock time.
+    received = datetime(2026, 11, 27, 16, 0, tzinfo=UTC)
+    rules = policy(acknowledge="2bd", respond="96h", update_every="1w", resolve={"high": "14d"})
+    first = at_receipt(rules, received)
+    assert [c.name for c in first] == ["acknowledge", "respond", "update"]
+    due = by_name(first)
+
+    def when(moment: datetime) -> str:
+        return moment.astimezone(PARIS).strftime("%a %d %b %H:%M")
+
+    assert when(due["acknowledge"].due) == "Tue 01 Dec 17:00"  # type: ignore[arg-type]
+    assert receipt_promises(first, when) == [
+        "an acknowledgement from a maintainer by Tue 01 Dec 17:00",
+        "a detailed response with the next steps by Tue 01 Dec 17:00",
+        "an update at least every 1 week while the report is open",
+    ]
+    assert first_deadlines(first, when) == [
+        "Acknowledge by: Tue 01 Dec 17:00",
+        "Detailed response by: Tue 01 Dec 17:00",
+    ]
+    # The clock pass later computes the same deadlines from the stored "received" event.
+    assert clocks([hap(received, "received")], rules, received + H) == first
