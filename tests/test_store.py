@@ -5,10 +5,13 @@ Migrations: tests/test_migrations.py."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from triaged.core import events as ev
+from triaged.store import events, reports
 from triaged.store import outbox as queue
 from triaged.store.db import Store
 
@@ -62,3 +65,21 @@ def test_report_for_outgoing_prefers_the_newest_reference(tmp_path: Path) -> Non
     assert queue.report_of(store, ("<1@x>", "<9@y>")) == "aaaa2345"
     assert queue.report_of(store, ("<3@x>",)) is None
     assert queue.report_of(store, ()) is None
+
+
+def test_a_waiting_pause_starts_and_ends_only_through_its_two_functions(tmp_path: Path) -> None:
+    store = Store(tmp_path / "t.db")
+    at = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    with store.transaction():
+        reports.create(store, "abcd2345", title="t", reporter="r@example.net", at=at)
+        with pytest.raises(ValueError, match="waiting"):
+            reports.set_field(store, "abcd2345", "waiting", 1, at=at, actor=None, message=None)
+        assert not reports.end_waiting(store, "abcd2345", at, actor=None, message=None)
+        assert reports.start_waiting(store, "abcd2345", at, actor="a@example.org", message=None)
+        assert not reports.start_waiting(store, "abcd2345", at, actor="a@example.org", message=None)
+        assert reports.end_waiting(store, "abcd2345", at, actor="r@example.net", message=None)
+    kinds = [(e["kind"], e["actor"]) for e in events.of_report(store, "abcd2345")]
+    assert kinds == [(ev.SET, "a@example.org"), (ev.WAITING_OVER, "r@example.net")]
+    assert store.report("abcd2345")["waiting"] == 0  # type: ignore[index]
+    assert store.participants("abcd2345") == {"r@example.net": "reporter"}
+    store.close()

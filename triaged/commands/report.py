@@ -155,9 +155,11 @@ class Waiting(Command):
     example = "/waiting"
 
     def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
-        if ctx.report["waiting"]:
+        started = reports.start_waiting(
+            ctx.store, ctx.report_id, ctx.now, actor=ctx.actor, message=ctx.message
+        )
+        if not started:
             raise Refused("already waiting on the reporter")
-        ctx.set("waiting", 1)
         return "waiting on the reporter"
 
 

@@ -18,6 +18,7 @@ from triaged.store import events
 from triaged.store.db import Store
 
 # The fields a command may set (column names: the UPDATE is built from one of these only).
+# Not `waiting`: a pause starts with start_waiting and ends with end_waiting, nowhere else.
 FIELDS = frozenset(
     {
         "severity",
@@ -30,7 +31,6 @@ FIELDS = frozenset(
         "embargo",
         "disclosed_at",
         "credit",
-        "waiting",
         "duplicate_of",
     }
 )
@@ -128,6 +128,23 @@ def reopen(
         store, report_id, at, ev.STATE, actor=actor, message=message, old=old, new=new,
         reopened=True,
     )  # fmt: skip
+
+
+def start_waiting(
+    store: Store, report_id: str, at: datetime, *, actor: str | None, message: int | None
+) -> bool:
+    """Starts a /waiting pause (recorded as a `set` of `waiting` to 1); False when the report
+    is waiting already."""
+    cursor = store.conn.execute(
+        "UPDATE reports SET waiting = 1, updated_at = ? WHERE id = ? AND waiting = 0",
+        (ts(at), report_id),
+    )
+    if cursor.rowcount == 0:
+        return False
+    events.record(
+        store, report_id, at, ev.SET, actor=actor, message=message, field="waiting", old=0, new=1
+    )
+    return True
 
 
 def end_waiting(
