@@ -41,10 +41,11 @@ class Sizes:
     delivery: int
     latency: int
     clocks: int  # reports in the clock-pass database, a tenth of them open
+    openpgp: int  # PGP/MIME reports, and the same in clear
 
 
-FULL = Sizes(ingest=10_000, delivery=10_000, latency=200, clocks=100_000)
-SMOKE = Sizes(ingest=200, delivery=300, latency=10, clocks=2_000)
+FULL = Sizes(ingest=10_000, delivery=10_000, latency=200, clocks=100_000, openpgp=1_000)
+SMOKE = Sizes(ingest=200, delivery=300, latency=10, clocks=2_000, openpgp=10)
 
 
 def _log(text: str) -> None:

@@ -6,6 +6,8 @@
 - `smtp_sink` (function): captures every message; `smtp_sink_tls` also offers STARTTLS.
 - `test_certs` (session): the private CA and server certificate both TLS servers use.
 - `tmp_dir` (function): a directory under /tmp that Dovecot's processes may enter.
+- `people` (session): throwaway OpenPGP keys (tests/pgp.py) for the project, two
+  maintainers, a reporter, a stranger whose key names another address, and an outsider.
 
 When a test fails, the tail of the Dovecot log is added to its report.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgp import Person
 from servers import (
     CertFiles,
     DovecotServer,
@@ -84,6 +87,42 @@ def tmp_dir() -> Iterator[Path]:
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+class People:
+    def __init__(self) -> None:
+        self.project = Person("security@example.org", "Example security")
+        self.alice = Person("alice@example.org")
+        self.bob = Person("bob@example.org")
+        self.reporter = Person("reporter@outside.example")
+        # A key made by someone writing from stranger@outside.example, naming another address.
+        self.stranger = Person("stranger@outside.example", uid_address="someone@else.example")
+        self.outsider = Person("outsider@outside.example")
+        everyone = (self.project, self.alice, self.bob, self.reporter, self.outsider)
+        for person in everyone:
+            for other in everyone:
+                if other is not person:
+                    person.knows(other.public_key)
+
+    def close(self) -> None:
+        for person in (
+            self.project,
+            self.alice,
+            self.bob,
+            self.reporter,
+            self.stranger,
+            self.outsider,
+        ):
+            person.close()
+
+
+@pytest.fixture(scope="session")
+def people() -> Iterator[People]:
+    made = People()
+    try:
+        yield made
+    finally:
+        made.close()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -311,18 +311,23 @@ class Harness:
     def __init__(self, config: Config) -> None:
         from triaged.intake.runner import IntakeRunner
         from triaged.mail.mailbox import open_mailbox
+        from triaged.mail.openpgp import open_keyring
+        from triaged.mail.sealing import Sealer
         from triaged.mail.transport import open_transport
         from triaged.service.outbox import OutboxRunner
         from triaged.store.db import Store
 
         self.config = config
         self.store = Store(config.database)
+        # As the daemon does: the OpenPGP keys, when [openpgp] is set.
+        self.keyring = open_keyring(config)
         self.mailbox = open_mailbox(config.mailbox)
         self.mailbox.connect()
-        self.intake = IntakeRunner(config, self.store, self.mailbox)
+        self.intake = IntakeRunner(config, self.store, self.mailbox, keyring=self.keyring)
         self.intake.start(datetime.now(UTC))
         self.transport = open_transport(config.smtp)
-        self.outbox = OutboxRunner(self.store, self.transport, config.smtp)
+        sealer = Sealer(config, self.keyring) if self.keyring is not None else None
+        self.outbox = OutboxRunner(self.store, self.transport, config.smtp, sealer)
 
     def pump(self, now: datetime | None = None) -> int:
         now = now or datetime.now(UTC)
@@ -349,6 +354,8 @@ class Harness:
         self.mailbox.close()
         self.transport.close()
         self.store.close()
+        if self.keyring is not None:
+            self.keyring.close()
 
 
 class ClockDesk:

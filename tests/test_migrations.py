@@ -41,11 +41,22 @@ TABLES = {
 }
 
 
+def _columns(path: Path, table: str) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return ", ".join(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+    finally:
+        conn.close()
+
+
 def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every 0.1.0 table, in 0.1.0's columns (later migrations add columns)."""
     conn = sqlite3.connect(path)
     try:
         return {
-            table: conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall()
+            table: conn.execute(
+                f"SELECT {_columns(V010, table)} FROM {table} ORDER BY {order}"
+            ).fetchall()
             for table, order in TABLES.items()
         }
     finally:

@@ -97,6 +97,28 @@ def test_unit_verifies_clean(tmp_path: Path) -> None:
 
 
 @needs_analyze
+@needs_analyze
+def test_unit_with_the_openpgp_drop_in(tmp_path: Path) -> None:
+    """systemd/openpgp.conf (the project key as a credential): still verifies clean, and the
+    exposure stays at most 2.0."""
+    units = tmp_path / "units"
+    (units / "triaged.service.d").mkdir(parents=True)
+    shutil.copy(UNIT, units / "triaged.service")
+    shutil.copy(UNIT.parent / "openpgp.conf", units / "triaged.service.d" / "openpgp.conf")
+    script = Path(sys.executable).parent / "triaged"
+    executable = script if os.access(script, os.X_OK) else Path(sys.executable)
+    (units / "triaged.service.d" / "venv.conf").write_text(
+        f"[Service]\nExecStart=\nExecStart={executable} --config /etc/triaged/config.toml run\n"
+    )
+    result = _analyze("verify", str(units / "triaged.service"), unit_path=units)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    result = _analyze("security", "--offline=true", str(units / "triaged.service"), unit_path=units)
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"Overall exposure level for triaged\.service: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout
+    assert float(match.group(1)) <= 2.0, result.stdout
+
+
 def test_unit_exposure_at_most_2() -> None:
     result = _analyze("security", "--offline=true", str(UNIT))
     assert result.returncode == 0, result.stderr
@@ -149,24 +171,37 @@ MDWE_PROBE = """
     ssl.create_default_context().load_default_certs()
     env = jinja2.Environment(autoescape=False)
     assert env.from_string("{% for i in range(3) %}{{ i }}{% endfor %}").render() == "012"
+    # gpg and gpg-agent, started from here, inherit the restriction.
+    from triaged.mail.openpgp import Keyring, generate_key
+    armoured, fingerprint = generate_key("Probe", "security@example.org")
+    (base / "key.asc").write_text(armoured)
+    keyring = Keyring(Path(sys.argv[2]), "security@example.org")
+    try:
+        keyring.load_secret(base / "key.asc")
+        keyring.self_test()
+    finally:
+        keyring.close()
     print("ok")
 """
 
 
 def test_runs_without_writable_executable_memory(tmp_path: Path) -> None:
-    """MemoryDenyWriteExecute=yes: CPython, sqlite3, ssl, jinja2 need no W+X memory.
+    """MemoryDenyWriteExecute=yes: CPython, sqlite3, ssl, jinja2, gpg and gpg-agent need no
+    W+X memory.
 
     The kernel's own PR_SET_MDWE refuses what systemd's seccomp filter refuses (mappings
     both writable and executable, making memory executable later).
     """
+    home = tempfile.mkdtemp(prefix="triaged-mdwe-", dir="/tmp")  # gpg-agent's socket path
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(MDWE_PROBE), str(tmp_path)],
+        [sys.executable, "-c", textwrap.dedent(MDWE_PROBE), str(tmp_path), home],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+    shutil.rmtree(home, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr
     if proc.stdout.startswith("unsupported"):
         pytest.skip(f"the kernel has no PR_SET_MDWE: {proc.stdout.strip()}")

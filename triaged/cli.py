@@ -15,7 +15,8 @@ from typing import Any, NoReturn
 import click
 
 from triaged import __version__
-from triaged.config import Config, config_path, load
+from triaged.config import Config, OpenPGPConfig, config_path, load
+from triaged.core.protection import OpenPGPStatus
 from triaged.core.timefmt import parse_ts
 from triaged.errors import (
     AlreadyRunning,
@@ -96,6 +97,8 @@ def _run_daemon(config: Config, on_intake: Any = None) -> None:
         daemon.run()
     except AlreadyRunning as exc:
         _fail(str(exc), EXIT_UNREACHABLE)
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
 
 
 @main.command()
@@ -159,7 +162,24 @@ def check(ctx: click.Context) -> None:
         failed = True
     finally:
         transport.close()
+    if config.openpgp is not None:
+        failed = not _check_openpgp(config) or failed
     sys.exit(EXIT_UNREACHABLE if failed else 0)
+
+
+def _check_openpgp(config: Config) -> bool:
+    """Whether the project key loads and decrypts a self-test message (and the maintainers'
+    key files load), said in one line."""
+    from triaged.mail.openpgp import OpenPGPError, scratch_keyring
+
+    try:
+        with scratch_keyring(config) as keyring:
+            assert keyring is not None
+            click.echo(f"openpgp: ok ({keyring.self_test()})")
+    except (ConfigError, OpenPGPError) as exc:
+        click.echo(f"openpgp: FAILED: {exc}")
+        return False
+    return True
 
 
 def _auth_name(auth: str, is_maildir: bool, has_password: bool) -> str:
@@ -276,6 +296,8 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
     for m in detail["messages"]:
         marks = " (imported)" if m["imported"] else ""
         click.echo(f"  #{m['id']} {m['received_at'][:16]} {m['kind']:<11} {m['from_addr']}{marks}")
+        if m["openpgp"]:
+            click.echo(f"    OpenPGP: {OpenPGPStatus.from_json(m['openpgp']).describe()}")
         for a in m["attachments"]:
             click.echo(
                 f"    attachment {a['index']}: {a['filename'] or '(no name)'} "
@@ -286,6 +308,10 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
         for line in clean_body_text(m["text"]).splitlines() or ["(no text)"]:
             click.echo(f"    {line}")
         click.echo("    ----- end of text -----")
+    if detail["keys"]:
+        click.echo("keys:")
+        for k in detail["keys"]:
+            click.echo(f"  {k['address']} {k['fingerprint']} (from its {k['source']})")
     click.echo("events:")
     for e in detail["events"]:
         click.echo(f"  {e['at'][:16]} {e['kind']:<18} {e['actor'] or ''}")
@@ -503,12 +529,93 @@ def hall_of_fame(ctx: click.Context) -> None:
 def security_txt(ctx: click.Context) -> None:
     """The project's security.txt (RFC 9116) from [security_txt]; notes go to stderr.
 
+    With [openpgp] and no [security_txt] encryption, an Encryption: line names the project
+    key (openpgp4fpr:).
+
     Example: triaged security-txt > /var/www/.well-known/security.txt
     """
     from triaged.disclosure import securitytxt
 
     config = _config(ctx)
     now = datetime.now(UTC)
-    click.echo(securitytxt.render(config, now), nl=False)
+    fingerprint = None
+    if config.openpgp is not None and not config.security_txt.encryption:
+        fingerprint, _ = _project_key(config)
+    click.echo(securitytxt.render(config, now, fingerprint), nl=False)
     for note in securitytxt.notes(config, now):
         click.echo(f"note: {note}", err=True)
+
+
+# --- the project's OpenPGP key -------------------------------------------------------------
+
+
+def _openpgp_config(config: Config) -> OpenPGPConfig:
+    if config.openpgp is None:
+        _fail(f"{config.path}: openpgp: no [openpgp] section: OpenPGP is off", EXIT_CONFIG)
+    return config.openpgp
+
+
+def _project_key(config: Config) -> tuple[str, str]:
+    """The project key, loaded in a scratch home: (its fingerprint, its public key)."""
+    from triaged.mail.openpgp import OpenPGPError, scratch_keyring
+
+    _openpgp_config(config)
+    try:
+        with scratch_keyring(config) as keyring:
+            assert keyring is not None
+            return keyring.project_fingerprint or "", keyring.export_public()
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except OpenPGPError as exc:
+        _fail(str(exc), 1)
+
+
+@main.group()
+def key() -> None:
+    """The project's OpenPGP key ([openpgp] secret_key_file).
+
+    Example: triaged key generate && triaged key export > project-key.asc
+    """
+
+
+@key.command("generate")
+@click.pass_context
+def key_generate(ctx: click.Context) -> None:
+    """Make a new project key (ed25519 / cv25519, the project address as user ID, no
+    passphrase) and write it, mode 0600, to [openpgp] secret_key_file; refused when that
+    file exists.
+
+    Example: triaged key generate
+    """
+    import os
+
+    from triaged.mail.openpgp import OpenPGPError, generate_key
+
+    config = _config(ctx)
+    target = _openpgp_config(config).secret_key_file
+    if target.exists():
+        _fail(f"{target} exists already; move it away first to make a new key", 1)
+    try:
+        armoured, fingerprint = generate_key(
+            f"{config.project.name} security", config.project.address
+        )
+    except OpenPGPError as exc:
+        _fail(str(exc), 1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(armoured)
+    click.echo(f"key {fingerprint} for {config.project.address} written to {target}")
+    click.echo("publish it: triaged key export > key.asc; restart (or reload) the daemon")
+
+
+@key.command("export")
+@click.pass_context
+def key_export(ctx: click.Context) -> None:
+    """Print the project's public key (ASCII armour), to publish it.
+
+    Example: triaged key export > /var/www/.well-known/security-key.asc
+    """
+    fingerprint, public_key = _project_key(_config(ctx))
+    click.echo(public_key, nl=False)
+    click.echo(f"fingerprint: {fingerprint}", err=True)

@@ -234,6 +234,20 @@ class SecurityTxtConfig:
 
 
 @dataclass(frozen=True)
+class OpenPGPConfig:
+    """`[openpgp]`: the project's key and the maintainers' keys (see triaged/mail/openpgp.py)."""
+
+    home: Path  # triaged's own GnuPG home directory (0700)
+    secret_key_file: Path  # the project's armoured secret key
+    public_keys: tuple[str, ...] = ()  # files or globs of armoured public keys, absolute
+    encrypted_to_maintainers: str = "prefer"  # or "require"
+
+    @property
+    def require(self) -> bool:
+        return self.encrypted_to_maintainers == "require"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     project: ProjectConfig
@@ -251,6 +265,7 @@ class Config:
     advisory: AdvisoryConfig = field(default_factory=AdvisoryConfig)
     security_txt: SecurityTxtConfig = field(default_factory=SecurityTxtConfig)
     oauth2: OAuth2Config | None = None
+    openpgp: OpenPGPConfig | None = None  # None: no [openpgp] section, OpenPGP is off
 
 
 _REQUIRED: Any = object()
@@ -495,7 +510,10 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         advisory=_advisory(section("advisory", required=False)),
         security_txt=_security_txt(section("security_txt", required=False)),
         oauth2=oauth2,
+        openpgp=_openpgp(section("openpgp", required=False), database),
     )
+    if "openpgp" in config.auth.proofs and config.openpgp is None:
+        raise loader.error("auth.proofs", 'the "openpgp" proof needs an [openpgp] section')
     for sec in sections:
         sec.done()
     top.done()
@@ -687,6 +705,30 @@ def _templates_dir(s: _Section) -> Path | None:
     return templates_dir
 
 
+def _openpgp(s: _Section, database: Path) -> OpenPGPConfig | None:
+    """`[openpgp]`; None when the section is absent. The key files are read at start (and by
+    `triaged check`), so that `triaged key generate` can write the one this names."""
+    if not s.data:
+        return None
+    loader = s.loader
+    secret = s.get("secret_key_file", str)
+    if not secret:
+        raise loader.error(s.key("secret_key_file"), "name the project's secret key file")
+    home = loader.file(s, "home") or database.parent / "gnupg"
+    patterns = s.strings("public_keys", [])
+    mode = s.get("encrypted_to_maintainers", str, "prefer")
+    if mode not in ("prefer", "require"):
+        raise loader.error(
+            s.key("encrypted_to_maintainers"), f'{mode!r}: use "prefer" or "require"'
+        )
+    return OpenPGPConfig(
+        home=home,
+        secret_key_file=loader.credential_path(secret),
+        public_keys=tuple(str(loader.resolve(p)) for p in patterns),
+        encrypted_to_maintainers=mode,
+    )
+
+
 def _dur(section: _Section, key: str, default: str | None) -> Any:
     value = section.get(key, str, default)
     if value is None:
@@ -729,9 +771,9 @@ def _crontab(value: str) -> str:
 
 def _proofs(values: list[str]) -> frozenset[str]:
     proofs = frozenset(str(v) for v in values)
-    unknown = proofs - {"token", "dmarc"}
+    unknown = proofs - {"token", "dmarc", "openpgp"}
     if unknown or not proofs:
-        raise ValueError('list one or both of the proofs "token" and "dmarc"')
+        raise ValueError('list one or more of the proofs "token", "dmarc" and "openpgp"')
     return proofs
 
 

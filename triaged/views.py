@@ -51,6 +51,7 @@ def report_detail(store: Store, report_id: str, limits: LimitsConfig) -> dict[st
         {
             **{key: stored.row[key] for key in _MESSAGE_COLUMNS},
             "imported": stored.row["id"] in imported,
+            "openpgp": json.loads(stored.row["openpgp"]) if stored.row["openpgp"] else None,
             "text": stored.parsed.text if stored.parsed else "",
             "text_from_html": stored.parsed.text_from_html if stored.parsed else False,
             "attachments": [
@@ -67,10 +68,16 @@ def report_detail(store: Store, report_id: str, limits: LimitsConfig) -> dict[st
     report["outbox"] = [
         dict(o)
         for o in store.all(
-            "SELECT message_id, kind, recipient, state, attempts, created_at, sent_at, last_error"
-            " FROM outbox WHERE report_id = ? ORDER BY id",
+            "SELECT message_id, kind, recipient, state, attempts, created_at, sent_at, last_error,"
+            " openpgp FROM outbox WHERE report_id = ? ORDER BY id",
             (report_id,),
         )
+    ]
+    # The participants' OpenPGP keys that came with their mail (see triaged/mail/openpgp.py).
+    report["keys"] = [
+        {"address": e["actor"], **e["detail"]}
+        for e in report["events"]
+        if e["kind"] == ev.OPENPGP_KEY and e["detail"].get("imported")
     ]
     return report
 
@@ -138,8 +145,8 @@ def report_messages(
     """The report's stored messages in arrival order (with `before`: those stored before that
     message id), each parsed again, with its attachments numbered across the report."""
     rows = store.all(
-        "SELECT id, kind, from_addr, subject, message_id, size, reason, received_at, raw"
-        " FROM messages WHERE report_id = ? AND raw IS NOT NULL AND id < ? ORDER BY id",
+        "SELECT id, kind, from_addr, subject, message_id, size, reason, received_at, raw,"
+        " openpgp FROM messages WHERE report_id = ? AND raw IS NOT NULL AND id < ? ORDER BY id",
         (report_id, before if before is not None else 2**62),
     )
     out: list[StoredMessage] = []

@@ -16,6 +16,7 @@ from triaged.config import Config
 from triaged.core import events as ev
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
+from triaged.mail.openpgp import Keyring
 from triaged.mail.parse import ParsedMessage
 from triaged.store import events, messages
 from triaged.store import outbox as queue
@@ -34,11 +35,20 @@ class Line:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, store: Store, composer: Composer, key: bytes) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        composer: Composer,
+        key: bytes,
+        keyring: Keyring | None = None,
+    ) -> None:
         self.config = config
         self.store = store
         self.composer = composer
         self.key = key
+        # The maintainers' configured OpenPGP keys, for the "openpgp" proof.
+        self.keyring = keyring
 
     def reply_to(self, report_id: str | None, maintainer: str) -> str | None:
         """The Reply-To of mail to a maintainer: the address that proves a reply is theirs."""
@@ -81,6 +91,10 @@ class Dispatcher:
             maintainers=self.config.maintainers.members,
             proofs=self.config.auth.proofs,
             authserv_id=self.config.auth.authserv_id,
+            signature=msg.openpgp.signature if msg.openpgp else None,
+            sender_keys=(
+                self.keyring.keys_for(sender) if self.keyring is not None and sender else ()
+            ),
         )
         if not verdict.ok:
             return self._refuse(msg, report_id, number, now, verdict.reason)

@@ -44,6 +44,9 @@ imported            source, as                     a message taken in silently (
                                                    notification, no clock; `as` is what it
                                                    was (report, followup, ...). A report whose
                                                    first event this is was made by an import
+openpgp_key         fingerprint, source,           an OpenPGP key came with a participant's
+                    imported, reason               mail (attachment or Autocrypt header):
+                                                   taken for their address, or why not
 
 A new kind is a constant here, a line in this table, and, when it moves a clock, a rule in
 `triaged.clocks.engine` (its `parse_happenings`).
@@ -76,6 +79,7 @@ CREDIT_ASKED: Final = "credit_asked"
 UPDATE_SENT: Final = "update_sent"
 CLOCK_NOTICE: Final = "clock_notice"
 IMPORTED: Final = "imported"
+OPENPGP_KEY: Final = "openpgp_key"
 
 KINDS: Final = frozenset(
     {
@@ -100,6 +104,7 @@ KINDS: Final = frozenset(
         UPDATE_SENT,
         CLOCK_NOTICE,
         IMPORTED,
+        OPENPGP_KEY,
     }
 )
 

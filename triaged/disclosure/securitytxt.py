@@ -29,12 +29,15 @@ def expires_at(config: Config, now: datetime) -> datetime:
     return (now + timedelta(seconds=st.expires_after.seconds)).replace(microsecond=0)
 
 
-def render(config: Config, now: datetime) -> str:
+def render(config: Config, now: datetime, fingerprint: str | None = None) -> str:
+    """The file; `fingerprint` (the project's OpenPGP key) gives the Encryption line when
+    `encryption` is empty."""
     st = config.security_txt
     fields = [("Contact", f"mailto:{config.project.address}")]
     fields += [("Contact", value) for value in st.contact]
     fields.append(("Expires", rfc3339(expires_at(config, now))))
-    fields += [("Encryption", value) for value in st.encryption]
+    encryption = st.encryption or ((f"openpgp4fpr:{fingerprint.lower()}",) if fingerprint else ())
+    fields += [("Encryption", value) for value in encryption]
     fields += [("Acknowledgments", value) for value in st.acknowledgments]
     fields += [("Policy", value) for value in st.policy]
     if st.preferred_languages:

@@ -29,6 +29,7 @@ from triaged.intake.lists import through_own_list
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.mailbox.base import Envelope, Mailbox
+from triaged.mail.openpgp import Keyring, Reader
 from triaged.mail.parse import ParsedMessage, parse
 from triaged.service.outbox import enqueue
 from triaged.store import events, messages, reports
@@ -75,6 +76,7 @@ class IntakeRunner:
         mailbox: Mailbox,
         composer: Composer | None = None,
         stop: threading.Event | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -82,8 +84,14 @@ class IntakeRunner:
         self.composer = composer or Composer(config)
         # Set on SIGTERM: finish the message in hand, commit, and return.
         self.stop = stop or threading.Event()
+        # Decrypts and verifies before anything reads the message (None: OpenPGP is off).
+        self.reader = Reader(keyring, config.limits) if keyring is not None else None
         self.dispatcher = Dispatcher(
-            config, store, self.composer, auth.load_or_create_key(config.auth.key_file)
+            config,
+            store,
+            self.composer,
+            auth.load_or_create_key(config.auth.key_file),
+            keyring,
         )
         self.clock_policy = engine.ClockPolicy.from_config(config.policy)
         self.context = c.Context(config.project.address, frozenset(config.maintainers.members))
@@ -242,6 +250,10 @@ class IntakeRunner:
                 with self.store.transaction():
                     self._store(incoming, msg, DUPLICATE, reason, None)
                 return DUPLICATE
+        if self.reader is not None:
+            # Classification, threading and commands read the decrypted message; the raw
+            # bytes stored stay the ciphertext as received.
+            msg = self.reader.open(incoming.raw, msg).msg
         msg = through_own_list(msg, self.config.mailbox.own_lists, self.config.project.address)
         decision = c.classify(msg, self._thread(msg), self.context)
         with self.store.transaction():
@@ -283,7 +295,7 @@ class IntakeRunner:
         reason: str | None,
         report_id: str | None,
     ) -> int:
-        return messages.add(
+        number = messages.add(
             self.store,
             mailbox=self.mailbox.name,
             uidvalidity=self.uidvalidity,
@@ -298,7 +310,23 @@ class IntakeRunner:
             reason=reason,
             report_id=report_id,
             received=incoming.received,
+            openpgp=msg.openpgp.as_json() if msg and msg.openpgp else None,
         )
+        if msg is not None and msg.openpgp is not None:
+            for key in msg.openpgp.keys:
+                events.record(
+                    self.store,
+                    report_id,
+                    incoming.received,
+                    ev.OPENPGP_KEY,
+                    actor=key.address,
+                    message=number,
+                    fingerprint=key.fingerprint,
+                    source=key.source,
+                    imported=key.imported,
+                    reason=key.reason,
+                )
+        return number
 
     def _store_failed(self, incoming: Incoming) -> str | None:
         try:
@@ -366,6 +394,7 @@ class IntakeRunner:
             "from_html": msg.text_from_html,
             "text": text,
             "truncated": truncated,
+            "openpgp": msg.openpgp.describe() if msg.openpgp else None,
         }
         out += self.composer.to_each(
             self.config.maintainers.members,
@@ -407,13 +436,24 @@ class IntakeRunner:
             to=reporter,
             subject="Your report was received",
             template="receipt.txt",
-            context={"tag": tag(report_id), "promises": promises},
+            context={"tag": tag(report_id), "promises": promises, **self._receipt_openpgp(msg)},
             now=now,
             report_id=report_id,
             in_reply_to=msg.message_id,
             references=msg.references,
             auto="auto-replied",
         )
+
+    def _receipt_openpgp(self, msg: ParsedMessage) -> dict[str, object]:
+        """What the receipt says of encryption: the message could not be read (and which key
+        to use), or it was read but no key of the reporter is known to answer encrypted."""
+        status = msg.openpgp
+        if self.reader is None or status is None or not status.encrypted:
+            return {}
+        keyring = self.reader.keyring
+        if not status.decrypted:
+            return {"unreadable": True, "project_key": keyring.project_fingerprint}
+        return {"keyless": keyring.key_for(msg.from_addr) is None}
 
     def _followup(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
         report_id = decision.report_id
@@ -431,6 +471,7 @@ class IntakeRunner:
             "from_html": msg.text_from_html,
             "text": text,
             "truncated": truncated,
+            "openpgp": msg.openpgp.describe() if msg.openpgp else None,
         }
         out = self.composer.to_each(
             self.config.maintainers.members,

@@ -1,13 +1,16 @@
 """Proofs that a maintainer's message really comes from that maintainer.
 
-The From header proves nothing. A message proves its sender in one of two ways:
+The From header proves nothing. A message proves its sender in one of three ways:
 
 - "token": it was sent to the reply address triaged put in its own mail to that maintainer
   about that report, `local+<token>@domain`, where the token is an HMAC of the report ID and
   the maintainer's address under a key only triaged holds;
 - "dmarc": the topmost Authentication-Results header written by the configured, trusted
   authserv-id (our own receiving server) says DMARC passed for the From domain, or that a DKIM
-  signature of exactly that domain verified.
+  signature of exactly that domain verified;
+- "openpgp": a good OpenPGP signature over the whole text commands are read from, by a key
+  configured for that maintainer (`[openpgp] public_keys`). A signed part wrapped with unsigned
+  text, or a signature by anyone but the sender, proves nothing.
 
 Everything fails closed: whatever cannot be parsed or matched is no proof. Only
 `load_or_create_key` does I/O; it never logs or shows the key.
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from triaged.core.files import fsync_path
+from triaged.core.protection import GOOD, Signature
 from triaged.core.text import parse_address, parse_domain
 from triaged.errors import ConfigError
 
@@ -380,8 +384,25 @@ def _named_domain(value: str, at_sign: str) -> str | None:
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
-    proof: str | None  # "token" or "dmarc" when ok
+    proof: str | None  # "token", "dmarc" or "openpgp" when ok
     reason: str  # a sentence saying why it passed or failed; never holds a secret
+
+
+def openpgp_proof(signature: Signature | None, sender_keys: Collection[str], shown: str) -> Verdict:
+    """Whether a good signature over the whole text is by a key configured for the sender."""
+    if not sender_keys:
+        return Verdict(False, None, f"no OpenPGP key is configured for {shown}")
+    if signature is None:
+        return Verdict(False, None, "the message has no OpenPGP signature")
+    if signature.status != GOOD:
+        return Verdict(False, None, f"its OpenPGP signature is {signature.status}")
+    if not signature.whole:
+        return Verdict(False, None, "its OpenPGP signature covers only part of the message")
+    if signature.fingerprint not in sender_keys:
+        return Verdict(
+            False, None, f"it is signed by {signature.fingerprint}, not by a key of {shown}"
+        )
+    return Verdict(True, "openpgp", f"{shown} signed it with their key {signature.fingerprint}")
 
 
 _SHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
@@ -403,11 +424,15 @@ def verify(
     maintainers: Collection[str],
     proofs: Collection[str],
     authserv_id: str | None,
+    signature: Signature | None = None,
+    sender_keys: Collection[str] = (),
 ) -> Verdict:
     """Whether `sender` is a maintainer and the message proves it, by one of `proofs`.
 
     Fails closed: no sender, a sender who is not a maintainer, no enabled proof, or no proof
-    that holds, is a refusal. Proofs other than "token" and "dmarc" are never satisfied.
+    that holds, is a refusal. Proofs other than "token", "dmarc" and "openpgp" are never
+    satisfied. `signature` is the message's OpenPGP signature, `sender_keys` the fingerprints
+    of the keys configured for the sender.
     """
     address = parse_address(sender or "")
     if address is None:
@@ -435,6 +460,11 @@ def verify(
         else:
             server = _show(authserv_id.strip())
             failures.append(f"no DMARC pass from authserv-id {server}")
+    if "openpgp" in enabled:
+        verdict = openpgp_proof(signature, sender_keys, shown)
+        if verdict.ok:
+            return verdict
+        failures.append(verdict.reason)
     if not failures:
         return Verdict(False, None, "no proof is enabled (auth.proofs names none we know)")
     return Verdict(False, None, ", and ".join(failures))

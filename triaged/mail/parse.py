@@ -34,6 +34,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
 from triaged.config import LimitsConfig
+from triaged.core.protection import OpenPGPStatus
 from triaged.core.text import address_list, parse_address
 from triaged.errors import UnsafeMessage
 from triaged.mail.htmltext import MAX_HTML_CHARS, to_text
@@ -127,6 +128,9 @@ class ParsedMessage:
     text_from_html: bool = False
     # The List-Id and what a list may have rewritten, when the message has a List-Id.
     mailing_list: ListHeaders | None = None
+    # How the message was protected, set by intake after `triaged.mail.openpgp` opened it;
+    # None for mail that was neither encrypted nor signed (and always None from `parse`).
+    openpgp: OpenPGPStatus | None = None
 
 
 # --- making text safe -------------------------------------------------------------------------
@@ -384,7 +388,7 @@ def _split_params(value: str) -> list[str]:
         pos = end + 1
 
 
-def _params(value: str) -> tuple[str, dict[str, str]]:
+def content_params(value: str) -> tuple[str, dict[str, str]]:
     """("main value" lowercased, {parameter name lowercased: raw value}); first one wins."""
     pieces = _split_params(value)
     params: dict[str, str] = {}
@@ -403,7 +407,7 @@ def _pct_decode(value: str) -> bytes:
     return re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes((int(m.group(1), 16),)), data)
 
 
-def _param(params: dict[str, str], key: str) -> str | None:
+def content_param(params: dict[str, str], key: str) -> str | None:
     """A parameter's value, unquoted, with RFC 2231 extended and continued values decoded."""
     if key in params:
         return _unquote_param(params[key])
@@ -432,7 +436,7 @@ def _param(params: dict[str, str], key: str) -> str | None:
     return _decode_bytes(b"".join(chunks), charset or "utf-8")
 
 
-def _first_raw(part: Message, name: str) -> str | None:
+def first_raw(part: Message, name: str) -> str | None:
     for key, value in part.raw_items():
         if key.lower() == name:
             return value
@@ -452,10 +456,10 @@ class _Message(Message):
     """
 
     def get_boundary(self, failobj: Any = None) -> Any:
-        raw = _first_raw(self, "content-type")
+        raw = first_raw(self, "content-type")
         if raw is None:
             return failobj
-        boundary = _param(_params(raw)[1], "boundary")
+        boundary = content_param(content_params(raw)[1], "boundary")
         if boundary is None:
             return failobj
         boundary = _unquote_param(boundary).rstrip()
@@ -496,7 +500,8 @@ class _Parser(_FeedParser):
         parent._new_message()
 
 
-def _parse_tree(raw: bytes, limits: LimitsConfig) -> Message:
+def _feed(raw: bytes, limits: LimitsConfig) -> Message:
+    """The parser over bytes whose caps were checked (parse_tree)."""
     parser = _Parser(limits.max_mime_depth, limits.max_parts)
     try:
         parser.feed(raw)
@@ -511,7 +516,7 @@ def _parse_tree(raw: bytes, limits: LimitsConfig) -> Message:
 
 # The parser's own test for a header line (feedparser.headerRE), on bytes.
 _HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
-_HEADER_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))")
+HEADER_END = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r(?!\n))")
 
 
 def _check_header_block(raw: bytes, limits: LimitsConfig) -> None:
@@ -519,7 +524,7 @@ def _check_header_block(raw: bytes, limits: LimitsConfig) -> None:
     a header line, where the parser stops too); caps its size and its number of fields."""
     limit = limits.max_header_bytes
     window = raw[: limit + 4]
-    end = _HEADER_END.search(window)
+    end = HEADER_END.search(window)
     size = 0
     fields = 0
     for line in window[: end.start() if end else len(window)].splitlines(keepends=True):
@@ -803,7 +808,7 @@ def _decoded_text(part: Message, type_params: dict[str, str], cap: int) -> str:
     if data is None:
         data = b""
     limit = cap * 4  # bytes enough for `cap` characters
-    text = _decode_text(data[:limit], _param(type_params, "charset"), len(data) > limit)
+    text = _decode_text(data[:limit], content_param(type_params, "charset"), len(data) > limit)
     return _EOL.sub("\n", text.replace("\x00", ""))[:cap]
 
 
@@ -841,13 +846,13 @@ def _walk(root: Message, limits: LimitsConfig, keep: bool = False) -> _Walk:
                 if isinstance(child, Message):
                     stack.append((child, first and (index == 0 or alternative)))
             continue
-        raw_type = _first_raw(part, "content-type")
-        type_params = _params(raw_type)[1] if raw_type is not None else {}
-        raw_disposition = _first_raw(part, "content-disposition")
+        raw_type = first_raw(part, "content-type")
+        type_params = content_params(raw_type)[1] if raw_type is not None else {}
+        raw_disposition = first_raw(part, "content-disposition")
         disposition, disposition_params = (
-            _params(raw_disposition) if raw_disposition is not None else ("", {})
+            content_params(raw_disposition) if raw_disposition is not None else ("", {})
         )
-        name = _param(disposition_params, "filename") or _param(type_params, "name")
+        name = content_param(disposition_params, "filename") or content_param(type_params, "name")
         is_attachment = disposition == "attachment" or (bool(name) and disposition != "inline")
         if isinstance(payload, list):  # message/*: parsed, but a single opaque attachment
             if ctype in _STATUS_PARTS:
@@ -884,7 +889,7 @@ def _original_message_ids(payload: list[Any]) -> tuple[str, ...]:
     """The Original-Message-ID of a parsed disposition notification part."""
     for fields in payload:
         if isinstance(fields, Message):
-            found = _message_ids(_first_raw(fields, "original-message-id"))
+            found = _message_ids(first_raw(fields, "original-message-id"))
             if found:
                 return tuple(found[:MAX_REFERENCES])
     return ()
@@ -895,7 +900,7 @@ def attachment_data(raw: bytes, limits: LimitsConfig) -> list[bytes]:
 
     Raises UnsafeMessage as `parse` does (a stored message parsed once already never does).
     """
-    root = _root(raw, limits)
+    root = parse_tree(raw, limits)
     try:
         data = _walk(root, limits, keep=True).data
     except Exception as exc:
@@ -914,20 +919,25 @@ def attachment_data(raw: bytes, limits: LimitsConfig) -> list[bytes]:
 _PREFIX = re.compile(rb"(?:\xef\xbb\xbf|\r\n|\n|\r)+")
 
 
-def _root(raw: bytes, limits: LimitsConfig) -> Message:
-    """The parsed tree of a raw message, within the caps, whatever came before its header."""
+def parse_tree(raw: bytes, limits: LimitsConfig) -> Message:
+    """The parsed tree of a whole raw message, whatever came before its header (_PREFIX).
+
+    The one way in for every reader of raw mail (`parse`, `attachment_data`, OpenPGP): the
+    size and header caps are checked first, on the bytes the parser is given. Raises only
+    UnsafeMessage.
+    """
     if len(raw) > limits.max_message_size:
         raise UnsafeMessage(f"too large: {len(raw)} bytes")
     prefix = _PREFIX.match(raw)
     if prefix is not None:
         raw = raw[prefix.end() :]
     _check_header_block(raw, limits)
-    return _parse_tree(raw, limits)
+    return _feed(raw, limits)
 
 
 def parse(raw: bytes, limits: LimitsConfig) -> ParsedMessage:
     """Parses one raw message; raises UnsafeMessage(reason), and nothing else, for any input."""
-    root = _root(raw, limits)
+    root = parse_tree(raw, limits)
     try:
         return _extract(root, limits)
     except UnsafeMessage:
@@ -974,7 +984,7 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
     report = walk.report
     if root.get_content_type() == "multipart/report":
         raw_type = single.get("content-type", "")
-        report_type = _param(_params(_text(raw_type))[1], "report-type") or ""
+        report_type = content_param(content_params(_text(raw_type))[1], "report-type") or ""
         report = _REPORT_TYPES.get(report_type.strip().lower(), report)
     if report is None and "content-class" in single:
         report = READ_RECEIPT if _simple_value(single["content-class"]) == _MDN_CLASS else None

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from triaged.config import Config, load
 from triaged.errors import ConfigError
 from triaged.mail.oauth2 import tokens_for
+from triaged.mail.openpgp import Keyring, open_keyring
 from triaged.service.lock import InstanceLock
 from triaged.service.loops import IntakeLoop, OutboxLoop
 from triaged.service.runner import Now, utcnow
@@ -56,6 +57,8 @@ class Daemon:
         self._status_parts = {"intake": "", "smtp": ""}
         self._status_lock = threading.Lock()
         # Clock passes, outbox retries and the digest (triaged/service/scheduler.py).
+        # triaged's OpenPGP keys (None: OpenPGP is off), loaded by run() and on reload.
+        self.keyring: Keyring | None = None
         self.scheduler = Scheduler(lambda: self.config, self.clock, self.outbox_wake)
 
     # --- control (signal handlers call these) --------------------------------------------
@@ -77,6 +80,8 @@ class Daemon:
         with InstanceLock(self.config.database):
             # Migrations run once here, before any runner opens its own connection.
             Store(self.config.database).close()
+            # The keys load once here (and on reload); a bad key file stops the start.
+            self.keyring = open_keyring(self.config)
             outbox = threading.Thread(target=OutboxLoop(self).run, name="outbox", daemon=True)
             threads = [outbox]
             if self.watchdog is not None:
@@ -92,6 +97,8 @@ class Daemon:
                 self.request_stop()
                 self.scheduler.shutdown()
                 outbox.join(timeout=20)
+                if self.keyring is not None:
+                    self.keyring.close()
                 log.info("stopped")
 
     # --- what the loops call (service/loops.DaemonHost) -------------------------------------
@@ -130,8 +137,15 @@ class Daemon:
             )
             self.notifier.notify("READY=1")
             return False
+        try:
+            keyring = open_keyring(new)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            self.notifier.notify("READY=1")
+            return False
         if new.oauth2 != self.config.oauth2 or self.tokens is None:
             self.tokens = tokens_for(new)
+        self.keyring = keyring
         self.config = new
         self.generation += 1
         self.outbox_wake.set()

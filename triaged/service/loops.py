@@ -23,6 +23,8 @@ from triaged.mail.compose import Composer
 from triaged.mail.mailbox import open_mailbox
 from triaged.mail.mailbox.base import Mailbox
 from triaged.mail.oauth2 import TokenManager
+from triaged.mail.openpgp import Keyring
+from triaged.mail.sealing import Sealer
 from triaged.mail.transport import Transport, open_transport
 from triaged.service.liveness import MAILBOX, SMTP, Liveness, Outage
 from triaged.service.outbox import OutboxRunner
@@ -43,6 +45,7 @@ class DaemonHost(Host, Protocol):
 
     generation: int
     tokens: TokenManager | None  # OAuth2: one grant for both loops
+    keyring: Keyring | None  # OpenPGP: the daemon's keys, None when it is off
     watchdog: float | None
     outbox_wake: threading.Event
     reload_requested: threading.Event
@@ -90,7 +93,12 @@ class IntakeLoop(RunnerLoop):
         assert self.mailbox is not None and self.store is not None
         self.mailbox.connect()
         self.runner = IntakeRunner(
-            self.host.config, self.store, self.mailbox, self.composer, self.stop
+            self.host.config,
+            self.store,
+            self.mailbox,
+            self.composer,
+            self.stop,
+            self.daemon.keyring,
         )
         self.runner.start(self.host.clock())
 
@@ -207,7 +215,9 @@ class OutboxLoop(RunnerLoop):
         config = self.host.config
         self.generation = self.daemon.generation
         self.transport = open_transport(config.smtp, self.daemon.tokens)
-        self.runner = OutboxRunner(self.store, self.transport, config.smtp)
+        keyring = self.daemon.keyring
+        sealer = Sealer(config, keyring) if keyring is not None else None
+        self.runner = OutboxRunner(self.store, self.transport, config.smtp, sealer)
         self.liveness = Liveness(config, self.store)
 
     def restart_wanted(self) -> bool:

@@ -15,6 +15,7 @@ from triaged.config import SmtpConfig
 from triaged.core.timefmt import parse_ts
 from triaged.errors import ConnectionFailure, PermanentFailure, TemporaryFailure
 from triaged.mail.compose import Outgoing
+from triaged.mail.sealing import CLEAR, ENCRYPTED, Sealer
 from triaged.mail.transport import Transport
 from triaged.store import outbox as queue
 from triaged.store.db import Store
@@ -23,10 +24,18 @@ log = logging.getLogger(__name__)
 
 
 class OutboxRunner:
-    def __init__(self, store: Store, transport: Transport, config: SmtpConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        config: SmtpConfig,
+        sealer: Sealer | None = None,
+    ) -> None:
         self.store = store
         self.transport = transport
         self.config = config
+        # With OpenPGP on: decides once per row whether it leaves encrypted (see sealing.py).
+        self.sealer = sealer
         self.blocked_until: datetime | None = None
         self.outage_failures = 0
         # The last temporary failure (4xx or connection trouble) of the latest pass, if any.
@@ -44,8 +53,14 @@ class OutboxRunner:
         rows = queue.due(self.store, now, limit)
         sent = 0
         for row in rows:
+            raw = row["raw"]
+            if self.sealer is not None and row["openpgp"] is None:
+                sealed = self._seal(row, now)
+                if sealed is None:
+                    continue
+                raw = sealed
             try:
-                self.transport.send(row["envelope_from"], row["recipient"], row["raw"])
+                self.transport.send(row["envelope_from"], row["recipient"], raw)
             except ConnectionFailure as exc:
                 self.error = str(exc)
                 self._temporary(row, now, str(exc))
@@ -75,6 +90,25 @@ class OutboxRunner:
                 self.outage_failures = 0
                 self.blocked_until = None
         return sent
+
+    def _seal(self, row: sqlite3.Row, now: datetime) -> bytes | None:
+        """Decides how the row leaves, once; records it (the sealed message replaces the clear
+        one in the row, so a retry resends the same bytes) with any notice to the team.
+        Returns what to send, or None when the row is held or withheld."""
+        assert self.sealer is not None
+        decision = self.sealer.decide(self.store, row, now)
+        sending = decision.action in (ENCRYPTED, CLEAR)
+        with self.store.transaction():
+            queue.sealed(
+                self.store,
+                row["id"],
+                decision.action,
+                decision.raw,
+                sending,
+                decision.reason or None,
+            )
+            enqueue(self.store, decision.notices, now)
+        return decision.raw if sending else None
 
     def _outage(self, now: datetime, error: str) -> None:
         self.outage_failures += 1

@@ -3,8 +3,10 @@ and `mailbox_state` (the UIDVALIDITY last seen of each mailbox)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from triaged.core.timefmt import ts
 from triaged.store.db import Store
@@ -28,8 +30,10 @@ def add(
     subject: str | None = None,
     reason: str | None = None,
     report_id: str | None = None,
+    openpgp: dict[str, Any] | None = None,
 ) -> int:
-    """Stores one message; returns its number (the row id events and mail refer to)."""
+    """Stores one message; returns its number (the row id events and mail refer to).
+    `openpgp`: how it was protected (`OpenPGPStatus.as_json()`), None when it was not."""
     return store.insert(
         "messages",
         {
@@ -46,6 +50,7 @@ def add(
             "reason": reason,
             "report_id": report_id,
             "received_at": ts(received),
+            "openpgp": json.dumps(openpgp) if openpgp is not None else None,
         },
     )
 

@@ -181,6 +181,19 @@ def _clocks(db: Database) -> None:
     )
 
 
+@SCHEMA(name="004_openpgp")
+def _openpgp(db: Database) -> None:
+    """OpenPGP (triaged/mail/openpgp.py, triaged/mail/sealing.py).
+
+    messages.openpgp: how the message was protected, JSON (encrypted, decrypted, problem,
+                      signature, keys); NULL for mail that was neither encrypted nor signed.
+    outbox.openpgp:   how the row leaves: encrypted, clear, withheld or held; NULL until the
+                      outbox runner decided (or while OpenPGP is off).
+    """
+    db.execute("ALTER TABLE messages ADD COLUMN openpgp TEXT")
+    db.execute("ALTER TABLE outbox ADD COLUMN openpgp TEXT")
+
+
 def adopt_legacy_record(db: Database, migrations: Migrations = SCHEMA) -> list[str]:
     """Moves 0.1.0's record of applied migrations into `_sqlite_migrations` (inside the
     caller's transaction); returns the names it moved."""

@@ -49,10 +49,22 @@ def add(
 def due(store: Store, now: datetime, limit: int) -> list[sqlite3.Row]:
     """Pending rows whose next attempt has come, the longest waiting first."""
     return store.all(
-        "SELECT id, message_id, envelope_from, recipient, raw, attempts, created_at"
-        " FROM outbox WHERE state = ? AND next_attempt_at <= ?"
+        "SELECT id, message_id, envelope_from, recipient, raw, attempts, created_at, kind,"
+        " report_id, openpgp FROM outbox WHERE state = ? AND next_attempt_at <= ?"
         " ORDER BY next_attempt_at, id LIMIT ?",
         (PENDING, ts(now), limit),
+    )
+
+
+def sealed(
+    store: Store, row_id: int, how: str, raw: bytes, sending: bool, reason: str | None
+) -> None:
+    """Records how a row leaves (triaged/mail/sealing.py: encrypted, clear, withheld, held):
+    `raw` replaces the stored message (the sealed one), and a row not `sending` takes the
+    state `how` (held or withheld) and `reason` as its last error."""
+    store.conn.execute(
+        "UPDATE outbox SET openpgp = ?, raw = ?, state = ?, last_error = ? WHERE id = ?",
+        (how, raw, PENDING if sending else how, reason, row_id),
     )
 
 
