@@ -144,6 +144,23 @@ def test_encrypted_signed_pgp_mime_report_carrying_the_reporters_key(
     }
 
 
+def test_an_encrypted_report_after_a_byte_order_mark_is_decrypted(
+    desk: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink, people: People
+) -> None:
+    # The OpenPGP reader parses the raw message too: it skips what comes before the header
+    # exactly as parse() does, or the report stays ciphertext.
+    entity = text_entity(REPORT, subject="Path traversal in the importer")
+    raw = b"\xef\xbb\xbf" + pgp_mime(
+        people.reporter, PROJECT, "...", entity, [people.project.fingerprint]
+    )
+    imap_account.append(raw)
+    assert desk.pump() == 1
+    smtp_sink.wait_for(3)
+    (to_bob,) = _to(smtp_sink, "bob@example.org")
+    assert REPORT.strip() in _text(to_bob.msg)
+    assert desk.show(_report_id(desk))["title"] == "Path traversal in the importer"
+
+
 def test_inline_armoured_report(
     desk: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink, people: People
 ) -> None:
