@@ -247,6 +247,23 @@ def test_key_for_a_maintainer_address_never_comes_from_mail(
     assert keyring.key_for("bob@example.org") is None
 
 
+@pytest.mark.parametrize(
+    ("uid", "address"),
+    [
+        ("Jane Doe <Jane@Example.org>", "jane@example.org"),
+        ("Doe, Jane (work) <jane@example.org>", "jane@example.org"),
+        ("jane@example.org", "jane@example.org"),
+        ("Jane <ja ne@example.org>", None),
+        ("Jane Doe jane@example.org", None),
+        ("Kim <\u212aim@example.org>", None),  # lowercases to kim@example.org: a lookalike
+        ("Jane <jane@example.org> (old)", None),
+        ("Jane", None),
+    ],
+)
+def test_user_id_addresses_are_read_as_every_address_is(uid: str, address: str | None) -> None:
+    assert openpgp.uid_address(uid) == address
+
+
 def test_autocrypt_header_key(keyring: Keyring, limits: LimitsConfig, people: People) -> None:
     raw = with_autocrypt(mail(sender=people.outsider.address), people.outsider)
     (key,) = read(keyring, limits, raw).msg.openpgp.keys

@@ -56,6 +56,7 @@ import gnupg
 
 from triaged.config import Config, LimitsConfig
 from triaged.core.protection import BAD, GOOD, UNKNOWN_KEY, KeyOutcome, OpenPGPStatus, Signature
+from triaged.core.text import parse_address
 from triaged.errors import ConfigError, UnsafeMessage
 from triaged.mail.parse import (
     HEADER_END,
@@ -94,7 +95,7 @@ _ARMOUR = re.compile(
 _INTERESTING = re.compile(
     rb"-----BEGIN PGP |application/pgp-|^autocrypt:", re.IGNORECASE | re.MULTILINE
 )
-_UID_ADDRESS = re.compile(r"<([^<>\s]+@[^<>\s]+)>\s*$")
+_UID_ADDRESS = re.compile(r"<([^<>]*)>$")
 
 
 # --- what a message was -----------------------------------------------------------------------
@@ -123,14 +124,11 @@ class _Key:
 
 
 def uid_address(uid: str) -> str | None:
-    """The address of a user ID ("Name <addr>" or a bare "addr"), lowercased."""
+    """The address of a user ID ("Name <addr>" or a bare "addr"), lowercased; read as every
+    address is (core.text), so "<ali ce@x>" or a non-ASCII lookalike names no address."""
     uid = uid.strip()
     match = _UID_ADDRESS.search(uid)
-    if match:
-        return match.group(1).lower()
-    if "@" in uid and " " not in uid and "<" not in uid:
-        return uid.lower()
-    return None
+    return parse_address(match.group(1) if match else uid)
 
 
 def _private_dir(path: Path) -> None:
@@ -689,7 +687,7 @@ def autocrypt_key(raw: bytes, sender: str | None) -> bytes | None:
             key, sep, val = item.partition("=")
             if sep:
                 attrs.setdefault(key.strip().lower(), val.strip())
-        if attrs.get("addr", "").lower() != sender.lower() or "keydata" not in attrs:
+        if parse_address(attrs.get("addr", "")) != sender or "keydata" not in attrs:
             continue
         try:
             return base64.b64decode("".join(attrs["keydata"].split()), validate=True)
