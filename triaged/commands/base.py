@@ -84,8 +84,10 @@ class CommandContext:
             message=self.message,
         )
 
-    def transition(self, target: str, **detail: Any) -> str:
-        """Moves the report to `target` (or raises Refused); returns the transcript line."""
+    def transition(self, target: str, *, text: str | None = None, **detail: Any) -> str:
+        """Moves the report to `target` (or raises Refused); returns the transcript line.
+        `detail` goes into the event and the reporter's mail; `text`, when given, is what
+        that mail says instead of its standard paragraph (a reply template)."""
         current = self.report["state"]
         refusal = wf.check(current, target)
         if refusal is not None:
@@ -103,7 +105,8 @@ class CommandContext:
         if target == wf.DISCLOSED:
             self.set("disclosed_at", ts(self.now))
         if target in wf.REPORTER_TOLD:
-            self.tell_reporter(f"reporter_{target}.txt", f"Your report is {target}", **detail)
+            told = {**detail, "text": text} if text is not None else detail
+            self.tell_reporter(f"reporter_{target}.txt", f"Your report is {target}", **told)
         return f"state: {current} -> {target}" + after_transition(self, target)
 
     def tell_reporter(self, template: str, subject: str, **context: Any) -> bool:

@@ -7,6 +7,7 @@ import json
 from cvss import CVSS3, CVSS4
 from cvss.exceptions import CVSSError
 
+from triaged.commands import replies
 from triaged.commands.base import (
     Command,
     CommandContext,
@@ -120,11 +121,17 @@ class Confirm(Command):
 @register
 class Reject(Command):
     name = "reject"
-    arguments = "REASON"
-    description = "reject the report; the reason goes to the reporter"
+    arguments = "REASON | template NAME"
+    description = (
+        "reject the report; the reason goes to the reporter (or, with template NAME, the reply"
+        " template NAME)"
+    )
     example = "/reject works as documented: the file is world-readable by design"
 
     def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        if len(args) == 2 and args[0].lower() == "template":
+            text = replies.render(ctx.composer, args[1], ctx.report, ctx.now)
+            return ctx.transition(wf.REJECTED, text=text, reason=f"template {args[1].lower()}")
         reason = text_argument(args, "a reason for the reporter")
         return ctx.transition(wf.REJECTED, reason=reason)
 
