@@ -16,9 +16,7 @@ from email.message import EmailMessage
 from email.policy import SMTP, default
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any
-
-from servers import Captured, ImapAccount, SmtpSink
+from typing import TYPE_CHECKING, Any
 
 from triaged.clocks.runner import ClockRunner
 from triaged.config import Config, load
@@ -27,6 +25,11 @@ from triaged.intake.runner import IntakeRunner
 from triaged.mail import auth
 from triaged.mail.mailbox import open_mailbox
 from triaged.store.db import Store
+
+if TYPE_CHECKING:
+    # Only for annotations: bench/ imports this module as tests.helpers, without tests/ on
+    # the path.
+    from servers import Captured, ImapAccount, SmtpSink
 
 PROJECT = "security@example.org"
 MAINTAINERS = ["alice@example.org", "bob@example.org"]

@@ -48,6 +48,12 @@ def blocking(store: Store, address: str | None) -> str | None:
     return str(row["pattern"]) if row else None
 
 
+def set_on(store: Store, report_id: str) -> list[str]:
+    """The patterns blocked by a /spam on this report."""
+    rows = store.all("SELECT pattern FROM blocked WHERE report_id = ?", (report_id,))
+    return [str(row["pattern"]) for row in rows]
+
+
 def count_stopped(store: Store, pattern: str, at: datetime) -> None:
     """One more message stopped by `pattern`."""
     store.conn.execute(

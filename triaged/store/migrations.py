@@ -204,6 +204,8 @@ def _triage(db: Database) -> None:
     report_terms: what a report names, to find related reports (triaged/store/terms.py):
                   "sender:ADDRESS", "subject:WORDS", "cve:CVE-...", "cwe:CWE-...",
                   "path:/a/b" and "file:name.ext".
+    events_kind:  the events of one kind in a time range (the notices of untrusted mail
+                  counted per hour, triaged/intake/notices.py).
     """
     db.executescript(
         """
@@ -221,6 +223,7 @@ def _triage(db: Database) -> None:
             PRIMARY KEY (report_id, term)
         );
         CREATE INDEX report_terms_term ON report_terms(term);
+        CREATE INDEX events_kind ON events(kind, at);
         """
     )
 
