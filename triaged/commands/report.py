@@ -23,7 +23,7 @@ from triaged.core import workflow as wf
 from triaged.disclosure.credit import reporter_credit
 from triaged.disclosure.policy import disclose
 from triaged.mail.parse import clean_header_text
-from triaged.store import events
+from triaged.store import events, reports
 from triaged.store.db import Store
 
 # A reporter's /status is answered at most this often.
