@@ -264,17 +264,21 @@ class IntakeRunner:
                 with self.store.transaction():
                     self._store(incoming, msg, DUPLICATE, reason, None)
                 return DUPLICATE
-        if self.reader is not None:
-            # Classification, threading and commands read the decrypted message; the raw
-            # bytes stored stay the ciphertext as received.
-            msg = self.reader.open(incoming.raw, msg).msg
-        msg = through_own_list(msg, self.config.mailbox.own_lists, self.config.project.address)
+        msg = self._as_read(incoming.raw, msg)
         decision = c.classify(msg, self._thread(msg), self.context)
         with self.store.transaction():
             kind = self.handlers[decision.kind](incoming, msg, decision)
             if kind in (c.FOLLOWUP, c.MAINTAINER) and decision.report_id is not None:
                 self._refresh_clocks(decision.report_id, incoming.received)
             return kind
+
+    def _as_read(self, raw: bytes, msg: ParsedMessage) -> ParsedMessage:
+        """The message as classification, threading and commands read it: decrypted (the raw
+        bytes stored stay the ciphertext as received), and as its author sent it when it came
+        through the project's own list."""
+        if self.reader is not None:
+            msg = self.reader.open(raw, msg).msg
+        return through_own_list(msg, self.config.mailbox.own_lists, self.config.project.address)
 
     def _refresh_clocks(self, report_id: str, now: datetime) -> None:
         """The report's deadlines as of this message, in its transaction, so `triaged
@@ -424,7 +428,7 @@ class IntakeRunner:
         first = messages.first_of_report(self.store, report_id)
         if report is None or first is None or first["raw"] is None:
             return []
-        msg = parse(first["raw"], self.config.limits)
+        msg = self._as_read(first["raw"], parse(first["raw"], self.config.limits))
         arrival = parse_ts(str(report["created_at"]))
         return self._announce(report_id, msg, arrival=arrival, now=now, released=True)
 
