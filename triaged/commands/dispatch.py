@@ -191,7 +191,8 @@ class Dispatcher:
     def reporter(
         self, msg: ParsedMessage, report_id: str, number: int, now: datetime, is_reporter: bool
     ) -> list[Outgoing]:
-        """A participant's commands: only the reporter's own (/credit) run, for the reporter."""
+        """A participant's commands: only the reporters' own (/credit, /status) run, and only
+        for the reporter."""
         commands = self.commands_of(msg)
         if not commands.lines:
             return []
