@@ -18,15 +18,20 @@ from email.message import EmailMessage
 from email.policy import SMTP, default
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triaged.clocks.runner import ClockRunner
 from triaged.config import Config, load
-from triaged.core.ids import tag
+from triaged.core.ids import find_tag, tag
 from triaged.intake.runner import IntakeRunner
 from triaged.mail import auth
 from triaged.mail.mailbox import open_mailbox
 from triaged.store.db import Store
+
+if TYPE_CHECKING:
+    # Only for annotations: bench/ imports this module as tests.helpers, without tests/ on
+    # the path.
+    from servers import Captured, ImapAccount, SmtpSink
 
 PROJECT = "security@example.org"
 MAINTAINERS = ["alice@example.org", "bob@example.org"]
@@ -417,3 +422,70 @@ class ClockDesk:
     def close(self) -> None:
         self.box.close()
         self.store.close()
+
+
+class Desk:
+    """A report in the mailbox, and the maintainers' and reporter's mail clients."""
+
+    def __init__(
+        self,
+        h: Harness,
+        account: ImapAccount,
+        sink: SmtpSink,
+        subject: str = "RCE in the importer",
+    ) -> None:
+        self.h, self.account, self.sink = h, account, sink
+        account.append(mail(sender=REPORTER, subject=subject, message_id="<orig@outside.example>"))
+        h.pump()
+        got = sink.wait_for(1 + len(MAINTAINERS))
+        self.notes = {c.rcpt_tos[0]: c for c in got if c.rcpt_tos[0] in MAINTAINERS}
+        report_id = find_tag(str(got[0].msg["Subject"]))
+        assert report_id
+        self.report_id = report_id
+        self.seen = len(got)
+
+    def reply_to(self, maintainer: str) -> str:
+        return str(self.notes[maintainer].msg["Reply-To"])
+
+    def send(
+        self,
+        body: str,
+        sender: str = MAINTAINERS[0],
+        to: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        message_id: str | None = None,
+    ) -> list[Captured]:
+        """Delivers one message and returns what triaged sent because of it."""
+        if raw is None:
+            if to is None:
+                to = self.reply_to(sender) if sender in MAINTAINERS else PROJECT
+            raw = mail(
+                sender=sender,
+                to=to,
+                subject=f"Re: {tag(self.report_id)} RCE",
+                body=body,
+                headers=headers,
+                message_id=message_id,
+            )
+        self.account.append(raw)
+        assert self.h.pump() == 1
+        new = self.sink.messages[self.seen :]
+        self.seen = len(self.sink.messages)
+        return list(new)
+
+    def other_report(self, sender: str = "other@outside.example") -> list[Captured]:
+        """Another report arrives; returns what triaged sent for it."""
+        self.account.append(mail(sender=sender, subject="another report"))
+        self.h.pump()
+        new = self.sink.wait_for(self.seen + 1 + len(MAINTAINERS))[self.seen :]
+        self.seen = len(self.sink.messages)
+        return new
+
+    def show(self) -> dict[str, Any]:
+        return self.h.show(self.report_id)
+
+
+def sent_to(sent: list[Captured], address: str) -> list[Captured]:
+    """What of `sent` went to `address` alone."""
+    return [c for c in sent if c.rcpt_tos == [address]]

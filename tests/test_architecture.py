@@ -209,6 +209,8 @@ TABLE_OWNERS = {
     "clock_state": "triaged.store.deadlines",
     "notices": "triaged.store.notices",
     "outages": "triaged.store.outages",
+    "blocked": "triaged.store.blocklist",
+    "report_terms": "triaged.store.terms",
 }
 SCHEMA_MODULE = "triaged.store.migrations"
 _WRITES = re.compile(

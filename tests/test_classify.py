@@ -6,12 +6,15 @@ from dataclasses import replace
 
 import pytest
 
+from triaged.config import SpamVerdict
 from triaged.intake.classify import (
     AUTOMATIC,
+    BLOCKED,
     FOLLOWUP,
     LOOP,
     MAINTAINER,
     REPORT,
+    SPAM,
     UNVERIFIED,
     Context,
     Thread,
@@ -75,3 +78,41 @@ def test_rules(
 def test_a_lookalike_domain_is_not_our_address() -> None:
     msg = replace(BASE, from_addr="security@example.org.evil.example")
     assert classify(msg, None, CTX).kind == REPORT
+
+
+SPAM_CTX = replace(
+    CTX,
+    spam_verdicts=(SpamVerdict("X-Spam-Flag", "YES"), SpamVerdict("X-Spam-Status", "Yes*")),
+    blocking=lambda address: "@spam.example" if (address or "").endswith("@spam.example") else None,
+)
+
+
+@pytest.mark.parametrize(
+    ("fields", "kind"),
+    [
+        ((("x-spam-flag", "YES"),), SPAM),
+        ((("x-spam-flag", " yes "),), SPAM),
+        ((("x-spam-status", "Yes, score=9.1 required=5.0"),), SPAM),
+        ((("x-spam-status", "No, score=0.3"),), REPORT),
+        ((("x-spam-flag", "NO"), ("subject", "X-Spam-Flag: YES")), REPORT),
+        ((), REPORT),
+    ],
+)
+def test_a_spam_verdict_of_our_mail_server_marks_a_new_report(
+    fields: tuple[tuple[str, str], ...], kind: str
+) -> None:
+    assert classify(replace(BASE, fields=fields), None, SPAM_CTX).kind == kind
+
+
+def test_a_verdict_only_concerns_new_reports() -> None:
+    msg = replace(BASE, fields=(("x-spam-flag", "YES"),))
+    assert classify(msg, THREAD, SPAM_CTX).kind == FOLLOWUP
+    assert classify(replace(msg, from_addr="alice@example.org"), None, SPAM_CTX).kind == MAINTAINER
+
+
+def test_mail_from_a_blocked_sender_is_blocked_wherever_it_goes() -> None:
+    for thread in (None, THREAD):
+        msg = replace(BASE, from_addr="bot@spam.example", auto_reason="precedence: bulk")
+        decision = classify(msg, thread, SPAM_CTX)
+        assert decision.kind == BLOCKED and decision.reason == "blocked: @spam.example"
+    assert classify(BASE, None, SPAM_CTX).kind == REPORT

@@ -208,6 +208,17 @@ def test_reply_is_the_rest_and_note_is_empty() -> None:
     assert result.note == ""
 
 
+def test_reply_template_is_an_ordinary_command_line() -> None:
+    result = extract("/reply template out-of-scope\n/close\nInternal: seen it before.\n")
+    assert names(result) == ["reply", "close"]
+    assert result.lines[0].args == ("template", "out-of-scope")
+    assert result.reply is None and result.note == "Internal: seen it before."
+    # Anything else on the /reply line is the first line of the reply, as before.
+    result = extract("/reply template for the fix: see below\nThanks")
+    assert result.lines[0].args == () and result.reply is not None
+    assert result.reply.startswith("template for the fix")
+
+
 def test_reply_is_the_last_command() -> None:
     result = extract("/REPLY\n/close\nThanks")
     assert names(result) == ["reply"]

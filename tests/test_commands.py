@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import MAINTAINERS, PROJECT, Harness, imap_config, mail, make_config
-from servers import Captured, ImapAccount, SmtpSink
+from helpers import MAINTAINERS, PROJECT, Desk, Harness, imap_config, make_config, sent_to
+from servers import ImapAccount, SmtpSink
 
 from triaged.commands.base import COMMANDS, HELP_ORDER, help_for, help_text
 from triaged.core.ids import find_tag, tag
@@ -18,75 +18,11 @@ REPORTER = "reporter@outside.example"
 ALICE, BOB = MAINTAINERS
 
 
-class Desk:
-    """A report in the mailbox, and the maintainers' and reporter's mail clients."""
-
-    def __init__(self, h: Harness, account: ImapAccount, sink: SmtpSink) -> None:
-        self.h, self.account, self.sink = h, account, sink
-        account.append(
-            mail(
-                sender=REPORTER, subject="RCE in the importer", message_id="<orig@outside.example>"
-            )
-        )
-        h.pump()
-        got = sink.wait_for(1 + len(MAINTAINERS))
-        self.notes = {c.rcpt_tos[0]: c for c in got if c.rcpt_tos[0] in MAINTAINERS}
-        report_id = find_tag(str(got[0].msg["Subject"]))
-        assert report_id
-        self.report_id = report_id
-        self.seen = len(got)
-
-    def reply_to(self, maintainer: str) -> str:
-        return str(self.notes[maintainer].msg["Reply-To"])
-
-    def send(
-        self,
-        body: str,
-        sender: str = ALICE,
-        to: str | None = None,
-        headers: dict[str, str] | None = None,
-        raw: bytes | None = None,
-        message_id: str | None = None,
-    ) -> list[Captured]:
-        """Delivers one message and returns what triaged sent because of it."""
-        if raw is None:
-            if to is None:
-                to = self.reply_to(sender) if sender in MAINTAINERS else PROJECT
-            raw = mail(
-                sender=sender,
-                to=to,
-                subject=f"Re: {tag(self.report_id)} RCE",
-                body=body,
-                headers=headers,
-                message_id=message_id,
-            )
-        self.account.append(raw)
-        assert self.h.pump() == 1
-        new = self.sink.messages[self.seen :]
-        self.seen = len(self.sink.messages)
-        return list(new)
-
-    def other_report(self, sender: str = "other@outside.example") -> list[Captured]:
-        """Another report arrives; returns what triaged sent for it."""
-        self.account.append(mail(sender=sender, subject="another report"))
-        self.h.pump()
-        new = self.sink.wait_for(self.seen + 1 + len(MAINTAINERS))[self.seen :]
-        self.seen = len(self.sink.messages)
-        return new
-
-    def show(self) -> dict[str, Any]:
-        return self.h.show(self.report_id)
-
-
 @pytest.fixture
 def desk(tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink) -> Iterator[Desk]:
     h = Harness(imap_config(tmp_dir, imap_account, smtp_sink))
     yield Desk(h, imap_account, smtp_sink)
     h.close()
-
-
-def _to(sent: list[Captured], address: str) -> list[Captured]:
-    return [c for c in sent if c.rcpt_tos == [address]]
 
 
 def test_maintainer_mail_carries_a_personal_reply_token(desk: Desk) -> None:
@@ -118,7 +54,7 @@ def test_each_command_changes_the_report(
     desk: Desk, command: str, field: str, expected: Any
 ) -> None:
     sent = desk.send(command + "\n")
-    (transcript,) = _to(sent, ALICE)
+    (transcript,) = sent_to(sent, ALICE)
     assert "done" in transcript.msg.get_content() and command in transcript.msg.get_content()
     shown = desk.show()
     value = shown[field]
@@ -132,7 +68,7 @@ def test_duplicate_needs_an_existing_other_report(desk: Desk) -> None:
     new = desk.other_report()
     other = find_tag(str(new[0].msg["Subject"]))
     sent = desk.send(f"/duplicate {desk.report_id}\n/duplicate zzzzzzzz\n/duplicate {other}\n")
-    body = _to(sent, ALICE)[0].msg.get_content()
+    body = sent_to(sent, ALICE)[0].msg.get_content()
     assert body.count("REFUSED") == 2 and "cannot duplicate itself" in body
     assert "there is no report zzzzzzzz" in body
     shown = desk.show()
@@ -143,7 +79,7 @@ def test_duplicate_needs_an_existing_other_report(desk: Desk) -> None:
 
 def test_transcript_lists_each_command_and_the_state_after(desk: Desk) -> None:
     sent = desk.send("/severity critical\n/frobnicate now\n/confirm\n\nI can reproduce it.\n")
-    (transcript,) = _to(sent, ALICE)
+    (transcript,) = sent_to(sent, ALICE)
     body = transcript.msg.get_content()
     assert "done    /severity critical" in body
     assert "REFUSED /frobnicate now" in body and "unknown command /frobnicate" in body
@@ -153,17 +89,17 @@ def test_transcript_lists_each_command_and_the_state_after(desk: Desk) -> None:
     assert tag(desk.report_id) in str(transcript.msg["Subject"])
     assert transcript.msg["Reply-To"] == desk.reply_to(ALICE)
     # One transcript, to the sender only; the other maintainer gets nothing now.
-    assert _to(sent, BOB) == []
+    assert sent_to(sent, BOB) == []
 
 
-def test_invalid_transition_is_refused_with_the_states_it_could_go_to(desk: Desk) -> None:
+def test_invalid_transition_is_refused_with_the_states_it_could_go(desk: Desk) -> None:
     sent = desk.send("/state disclosed\n")
-    body = _to(sent, ALICE)[0].msg.get_content()
+    body = sent_to(sent, ALICE)[0].msg.get_content()
     assert "REFUSED /state disclosed" in body
     assert "a new report cannot become disclosed" in body
     assert "acknowledged, confirmed" in body
     assert desk.show()["state"] == "new"
-    body = _to(desk.send("/close\n"), ALICE)[0].msg.get_content()
+    body = sent_to(desk.send("/close\n"), ALICE)[0].msg.get_content()
     assert "REFUSED" in body
 
 
@@ -178,7 +114,7 @@ def test_reply_reaches_the_reporter_without_the_internal_text(desk: Desk) -> Non
         "> internal secret handler notes\n"
     )
     sent = desk.send(body)
-    (to_reporter,) = _to(sent, REPORTER)
+    (to_reporter,) = sent_to(sent, REPORTER)
     text = to_reporter.msg.get_content()
     assert "we can reproduce it and are working on a fix" in text
     assert "/severity" not in text and "internal secret" not in text and "wrote:" not in text
@@ -194,24 +130,24 @@ def test_without_reply_nothing_reaches_the_reporter(desk: Desk) -> None:
     assert sent == []
     assert desk.show()["events"][-1]["kind"] == "note"
     sent = desk.send("/note\nInternal: the fix is in branch sec-42.\n")
-    assert _to(sent, REPORTER) == []
+    assert sent_to(sent, REPORTER) == []
 
 
 def test_state_changes_the_reporter_should_know_reach_them(desk: Desk) -> None:
-    assert [c.msg["Subject"] for c in _to(desk.send("/confirm\n"), REPORTER)] == [
+    assert [c.msg["Subject"] for c in sent_to(desk.send("/confirm\n"), REPORTER)] == [
         f"{tag(desk.report_id)} Your report is confirmed"
     ]
-    assert _to(desk.send("/state fixing\n"), REPORTER) == []
+    assert sent_to(desk.send("/state fixing\n"), REPORTER) == []
     sent = desk.send("/fixed-in 1.0.4\n/state fixed\n")
     # With no credit preference stated, the reporter is also asked how to be credited, once.
-    fixed, question = _to(sent, REPORTER)
+    fixed, question = sent_to(sent, REPORTER)
     assert "fixed in 1.0.4" in fixed.msg.get_content()
     assert str(question.msg["Subject"]).endswith("How would you like to be credited?")
 
 
 def test_cc_adds_a_participant_and_tells_the_reporter_without_the_address(desk: Desk) -> None:
     sent = desk.send("/cc upstream@example.net\n")
-    (told,) = _to(sent, REPORTER)
+    (told,) = sent_to(sent, REPORTER)
     assert "upstream@example.net" not in told.raw.decode()
     assert any(p["address"] == "upstream@example.net" for p in desk.show()["participants"])
     # The new participant's mail now threads.
@@ -221,7 +157,7 @@ def test_cc_adds_a_participant_and_tells_the_reporter_without_the_address(desk: 
 
 def test_assign_and_cc_take_only_an_exact_well_formed_address(desk: Desk) -> None:
     sent = desk.send('/cc "upstream @example.net"\n/assign \u212aob@example.org\n/cc a..b@x.net\n')
-    body = _to(sent, ALICE)[0].msg.get_content()
+    body = sent_to(sent, ALICE)[0].msg.get_content()
     assert body.count("REFUSED") == 3 and body.count("is not an address") == 3
     shown = desk.show()
     assert shown["handler"] is None
@@ -319,7 +255,7 @@ def test_commands_in_quoted_text_or_html_are_ignored(desk: Desk) -> None:
 def test_a_replayed_command_mail_has_no_second_effect(desk: Desk) -> None:
     body = "/reply\nWe are on it.\n"
     first = desk.send(body, message_id="<cmd-1@example.org>")
-    assert len(_to(first, REPORTER)) == 1
+    assert len(sent_to(first, REPORTER)) == 1
     second = desk.send(body + "\n", message_id="<cmd-1@example.org>")
     assert second == []
     assert sum(1 for e in desk.show()["events"] if e["kind"] == "reply") == 1
@@ -327,13 +263,13 @@ def test_a_replayed_command_mail_has_no_second_effect(desk: Desk) -> None:
 
 def test_reporter_may_only_set_their_credit(desk: Desk) -> None:
     sent = desk.send("/close\n", sender=REPORTER)
-    (answer,) = _to(sent, REPORTER)
+    (answer,) = sent_to(sent, REPORTER)
     assert "REFUSED /close" in answer.msg.get_content()
     assert desk.show()["state"] == "new"
     # The follow-up still reaches the maintainers.
     assert len([c for c in sent if c.rcpt_tos[0] in MAINTAINERS]) == len(MAINTAINERS)
     sent = desk.send('/credit "Jane Q. Researcher"\n', sender=REPORTER)
-    assert "done" in _to(sent, REPORTER)[0].msg.get_content()
+    assert "done" in sent_to(sent, REPORTER)[0].msg.get_content()
     credit = desk.show()["credit"]
     assert credit["name"] == "Jane Q. Researcher" and credit["by"] == REPORTER
 
@@ -346,7 +282,7 @@ def test_waiting_ends_when_the_reporter_writes(desk: Desk) -> None:
 
 
 def test_help_lists_every_command(desk: Desk) -> None:
-    body = _to(desk.send("/help\n"), ALICE)[0].msg.get_content()
+    body = sent_to(desk.send("/help\n"), ALICE)[0].msg.get_content()
     for name in COMMANDS:
         assert f"/{name}" in body
 
@@ -355,13 +291,13 @@ def test_help_lists_the_commands_in_the_order_of_the_readme_table(desk: Desk) ->
     assert set(HELP_ORDER) == set(COMMANDS), "a registered command has no place in HELP_ORDER"
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     table = re.findall(r"^\| `/([a-z-]+)", readme, re.M)
-    body = _to(desk.send("/help\n"), ALICE)[0].msg.get_content()
+    body = sent_to(desk.send("/help\n"), ALICE)[0].msg.get_content()
     listed = re.findall(r"^ +/([a-z-]+)", body, re.M)
     assert listed == table == list(HELP_ORDER)
 
 
 def test_help_with_a_command_shows_only_its_entry(desk: Desk) -> None:
-    body = _to(desk.send("/help embargo\n/help /credit\n/help frobnicate\n"), ALICE)[0]
+    body = sent_to(desk.send("/help embargo\n/help /credit\n/help frobnicate\n"), ALICE)[0]
     text = body.msg.get_content()
     assert "/embargo YYYY-MM-DD | +DURATION | none" in text and "e.g. /embargo 2026-12-01" in text
     assert 'e.g. /credit "Jane Doe"' in text
@@ -374,7 +310,7 @@ def test_help_with_a_command_shows_only_its_entry(desk: Desk) -> None:
 
 def test_status_summarises_the_report(desk: Desk) -> None:
     desk.send("/severity high\n/cve CVE-2026-0001\n")
-    body = _to(desk.send("/status\n"), ALICE)[0].msg.get_content()
+    body = sent_to(desk.send("/status\n"), ALICE)[0].msg.get_content()
     assert "severity:  high" in body and "CVE-2026-0001" in body and REPORTER in body
 
 

@@ -265,6 +265,34 @@ def reports(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
+def blocked(ctx: click.Context, as_json: bool) -> None:
+    """List the blocked senders (set by /spam), with who blocked them when.
+
+    Example: triaged blocked --json
+    """
+    from triaged.store import blocklist
+
+    rows = blocklist.entries(Store(_config(ctx).database))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no blocked senders")
+        return
+    click.echo(f"{'BLOCKED':<32} {'BY':<26} {'SINCE':<17} {'REPORT':<9} STOPPED")
+    for row in rows:
+        pattern = str(row["pattern"])
+        shown = f"{pattern[1:]} (domain)" if pattern.startswith("@") else pattern
+        click.echo(
+            f"{shown:<32.32} {row['blocked_by']:<26.26} "
+            f"{row['blocked_at'][:16].replace('T', ' '):<17} {row['report_id'] or '-':<9} "
+            f"{row['stopped']}"
+        )
+
+
+@main.command()
 @click.argument("report_id")
 @click.option(
     "--json",
@@ -292,6 +320,12 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
         click.echo(f"{key + ':':<12} {detail[key] if detail[key] is not None else '-'}")
     if detail["imported"]:
         click.echo(f"{'imported:':<12} yes (taken in silently: no receipt, no notification)")
+    untrusted = detail["untrusted"]
+    if untrusted["held"] or untrusted["refused"]:
+        click.echo(
+            f"{'untrusted:':<12} {untrusted['held']} held message(s), {untrusted['refused']}"
+            f" with refused commands ({untrusted['folded']} told in hourly summaries)"
+        )
     click.echo("messages:")
     for m in detail["messages"]:
         marks = " (imported)" if m["imported"] else ""
@@ -400,6 +434,7 @@ def digest(ctx: click.Context, to_stdout: bool) -> None:
     Example: triaged digest --print
     """
     from triaged import digest as digests
+    from triaged.mail import auth
     from triaged.mail.compose import Composer
     from triaged.service.outbox import enqueue
 
@@ -410,8 +445,13 @@ def digest(ctx: click.Context, to_stdout: bool) -> None:
     if to_stdout:
         click.echo(digests.render(config, digests.build(store, config, now), composer), nl=False)
         return
+    tokens = auth.ReplyTokens(
+        auth.load_or_create_key(config.auth.key_file),
+        config.project.address,
+        frozenset(config.maintainers.members),
+    )
     with store.transaction():
-        outgoing = digests.compose(config, store, composer, now)
+        outgoing = digests.compose(config, store, composer, now, tokens)
         enqueue(store, outgoing, now)
     recipients = ", ".join(out.recipient for out in outgoing)
     click.echo(f"digest queued in the outbox for {recipients}; the daemon sends it")

@@ -6,6 +6,7 @@ relative to the directory of the file itself.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import os
 import re
@@ -198,6 +199,29 @@ class LimitsConfig:
     max_parts: int
     max_text_chars: int
     receipts_per_sender_per_day: int
+    # Notices to the team about untrusted mail (held messages, refused commands) per report in
+    # any hour; the rest wait for one summary.
+    notices_per_report_per_hour: int = 3
+
+
+@dataclass(frozen=True)
+class SpamVerdict:
+    """A header your own mail server adds when it judges a message spam: the field's name and
+    a pattern for its value (`*` and `?` as in file names, any case)."""
+
+    header: str
+    pattern: str
+
+    def matches(self, value: str) -> bool:
+        return fnmatch.fnmatchcase(value.strip().lower(), self.pattern.lower())
+
+    def __str__(self) -> str:
+        return f"{self.header}: {self.pattern}"
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    spam_verdicts: tuple[SpamVerdict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,6 +290,7 @@ class Config:
     security_txt: SecurityTxtConfig = field(default_factory=SecurityTxtConfig)
     oauth2: OAuth2Config | None = None
     openpgp: OpenPGPConfig | None = None  # None: no [openpgp] section, OpenPGP is off
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
 
 
 _REQUIRED: Any = object()
@@ -511,6 +536,7 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         security_txt=_security_txt(section("security_txt", required=False)),
         oauth2=oauth2,
         openpgp=_openpgp(section("openpgp", required=False), database),
+        intake=_intake(section("intake", required=False)),
     )
     if "openpgp" in config.auth.proofs and config.openpgp is None:
         raise loader.error("auth.proofs", 'the "openpgp" proof needs an [openpgp] section')
@@ -641,7 +667,30 @@ def _limits(s: _Section) -> LimitsConfig:
         max_parts=s.convert("max_parts", int, _positive, 500),
         max_text_chars=s.convert("max_text_chars", int, _positive, 1_000_000),
         receipts_per_sender_per_day=s.convert("receipts_per_sender_per_day", int, _positive, 1),
+        notices_per_report_per_hour=s.convert("notices_per_report_per_hour", int, _positive, 3),
     )
+
+
+def _intake(s: _Section) -> IntakeConfig:
+    return IntakeConfig(
+        spam_verdicts=tuple(s.convert("spam_verdicts", list, _spam_verdicts, [])),
+    )
+
+
+# A header field's name (RFC 5322: printable ASCII but the colon).
+_FIELD_NAME = re.compile(r"^[!-9;-~]+$")
+
+
+def _spam_verdicts(values: list[Any]) -> list[SpamVerdict]:
+    verdicts = []
+    for value in values:
+        if not isinstance(value, str):
+            raise ValueError("must be a list of strings")
+        name, colon, pattern = value.partition(":")
+        if not colon or not _FIELD_NAME.match(name.strip()) or not pattern.strip():
+            raise ValueError(f"{value!r}: must be 'Header-Name: value pattern'")
+        verdicts.append(SpamVerdict(name.strip(), pattern.strip()))
+    return verdicts
 
 
 def _auth(s: _Section, database: Path) -> AuthConfig:

@@ -15,7 +15,12 @@ What counts
                 Overdue reports come first (the longest overdue first), then the others by
                 state (workflow order), severity (critical first, unset last), next deadline.
     this week   the 7 days up to `now`: (now - 7 days, now].
-    came in     reports created this week.
+    came in     reports created this week, but those a spam verdict still holds.
+    held        reports created this week that a spam verdict of the mail server holds
+                (state spam, never released): listed with their subjects, so a false
+                positive is found within a week; to a maintainer, each with the address that
+                releases it (/not-spam).
+    blocked     messages from blocked senders stored this week (never answered).
     closed      reports with a "state" event into a terminal state this week (one line per
                 report: its latest such event; a report reopened since still counts).
     clocks      acknowledge, respond and resolve over the 90 days up to `now`. A `deadlines`
@@ -46,6 +51,7 @@ from triaged.core import workflow as wf
 from triaged.core.durations import span
 from triaged.core.timefmt import parse_ts, ts
 from triaged.core.versions import touches_only_unsupported
+from triaged.mail.auth import ReplyTokens
 from triaged.mail.compose import Composer, Outgoing
 from triaged.store.db import Store
 
@@ -119,6 +125,8 @@ class Digest:
     came_in: tuple[Change, ...]  # newest first
     closed: tuple[Change, ...]  # newest first
     clocks: tuple[ClockFigures, ...]  # in MEASURED order
+    held: tuple[Change, ...] = ()  # held by a spam verdict, newest first
+    blocked: int = 0  # messages from blocked senders this week
 
     @property
     def overdue(self) -> tuple[OpenReport, ...]:
@@ -152,6 +160,8 @@ def figures(
     closed_rows: Iterable[Row],
     clock_rows: Iterable[Row],
     unsupported: Callable[[str | None], bool] = lambda _affected: False,
+    held_rows: Iterable[Row] = (),
+    blocked: int = 0,
 ) -> Digest:
     """The digest's figures from the rows `build` reads (pure: no I/O).
 
@@ -161,11 +171,19 @@ def figures(
     closed_rows:  id, title, state (the report's now), severity, new (the terminal state), at.
     clock_rows:   clock, counted, on_time, met, seconds (how long each met one took, in
                   whole seconds, comma-separated; NULL when none was met).
+    held_rows:    id, title, state, severity, created_at of the reports a spam verdict holds
+                  (left out of came_in); `blocked`: messages stopped by a block.
     """
+    held = [
+        Change(r["id"], r["title"], r["state"], r["severity"], parse_ts(r["created_at"]))
+        for r in held_rows
+    ]
+    held_ids = {c.id for c in held}
     opened = _open_reports(now, open_rows, unsupported)
     came_in = [
         Change(r["id"], r["title"], r["state"], r["severity"], parse_ts(r["created_at"]))
         for r in came_in_rows
+        if r["id"] not in held_ids
     ]
     closed = [
         Change(
@@ -187,6 +205,8 @@ def figures(
         came_in=_newest_first(came_in),
         closed=_newest_first(closed),
         clocks=_clock_figures(clock_rows),
+        held=_newest_first(held),
+        blocked=blocked,
     )
 
 
@@ -265,6 +285,15 @@ SELECT id, title, state, severity, created_at FROM reports
 WHERE created_at > ? AND created_at <= ?
 """
 
+_HELD_SQL = """
+SELECT r.id, r.title, r.state, r.severity, r.created_at FROM reports r
+WHERE r.state = ? AND r.created_at > ? AND r.created_at <= ?
+  AND EXISTS (SELECT 1 FROM events e WHERE e.report_id = r.id AND e.kind = ?)
+  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.report_id = r.id AND e.kind = ?)
+"""
+
+_BLOCKED_SQL = "SELECT COUNT(*) AS n FROM events WHERE kind = ? AND at > ? AND at <= ?"
+
 # Bare columns next to MAX() come from the row holding the maximum (SQLite).
 _CLOSED_SQL = """
 SELECT r.id, r.title, r.state, r.severity, json_extract(e.detail, '$.new') AS new, MAX(e.at) AS at
@@ -306,6 +335,8 @@ def build(store: Store, config: Config, now: datetime) -> Digest:
     closed = store.all(
         _CLOSED_SQL.format(states=ended_marks), (ev.STATE, week_ts, now_ts, *ended_states)
     )
+    held = store.all(_HELD_SQL, (wf.SPAM, week_ts, now_ts, ev.SPAM_VERDICT, ev.RECEIVED))
+    blocked = store.one(_BLOCKED_SQL, (ev.BLOCKED_MAIL, week_ts, now_ts))
     columns = ",".join(_CLOCK_COLUMNS.format(n=n) for n in range(len(MEASURED)))
     params = {"since": window_ts, "now": now_ts, **{f"c{n}": c for n, c in enumerate(MEASURED)}}
     row = store.one(_CLOCKS_SQL.format(columns=columns), params)
@@ -326,6 +357,8 @@ def build(store: Store, config: Config, now: datetime) -> Digest:
         closed,
         clock_rows,
         lambda affected: touches_only_unsupported(affected, config.package.supported),
+        held_rows=held,
+        blocked=int(blocked["n"]) if blocked else 0,
     )
 
 
@@ -357,6 +390,10 @@ def context(composer: Composer, digest: Digest) -> dict[str, Any]:
         "closed": [_change(composer, c) for c in digest.closed[:CHANGES_LIMIT]],
         "closed_total": len(digest.closed),
         "clocks": [_clock_line(figure) for figure in digest.clocks],
+        "held": [_change(composer, c) for c in digest.held[:CHANGES_LIMIT]],
+        "held_total": len(digest.held),
+        "blocked": digest.blocked,
+        "release": {},
     }
 
 
@@ -441,11 +478,26 @@ def render(config: Config, digest: Digest, composer: Composer | None = None) -> 
     return composer.render("digest.txt", report_id=None, **context(composer, digest))
 
 
-def compose(config: Config, store: Store, composer: Composer, now: datetime) -> list[Outgoing]:
-    """One digest mail per address in `maintainers.notify`, ready for the outbox."""
+def compose(
+    config: Config,
+    store: Store,
+    composer: Composer,
+    now: datetime,
+    tokens: ReplyTokens | None = None,
+) -> list[Outgoing]:
+    """One digest mail per address in `maintainers.notify`, ready for the outbox. With
+    `tokens`, a maintainer's copy gives for each report a spam verdict holds the address
+    that releases it (their own reply address for that report)."""
     digest = build(store, config, now)
     variables = context(composer, digest)
     line = subject(config, digest)
+
+    def release(address: str) -> dict[str, Any]:
+        if tokens is None:
+            return {}
+        found = {c.id: tokens.reply_to(c.id, address) for c in digest.held[:CHANGES_LIMIT]}
+        return {"release": {report: to for report, to in found.items() if to}}
+
     return composer.to_each(
         config.maintainers.notify,
         kind="digest",
@@ -453,4 +505,5 @@ def compose(config: Config, store: Store, composer: Composer, now: datetime) -> 
         template="digest.txt",
         context=variables,
         now=now,
+        personal=release,
     )

@@ -32,6 +32,15 @@ class Refused(TriagedError):
         self.reason = reason
 
 
+class CommandsRefused(TriagedError):
+    """A message's commands were not run at all: its sender could not prove to be a
+    maintainer. Nothing changed; the team is told (within its notice limit), never the sender."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class MailboxError(TriagedError):
     """The mailbox cannot be reached or refused an operation."""
 

@@ -38,6 +38,9 @@ def report_detail(store: Store, report_id: str, limits: LimitsConfig) -> dict[st
     report["cves"] = json.loads(report["cves"])
     report["credit"] = json.loads(report["credit"]) if report["credit"] else None
     report["waiting"] = bool(report["waiting"])
+    # Mail from untrusted senders about the report (held apart, or its commands refused), and
+    # how many of their notices went into hourly summaries instead of mail of their own.
+    report["untrusted"] = events.untrusted_counts(store, report_id)
     report["participants"] = [
         dict(p)
         for p in store.all(

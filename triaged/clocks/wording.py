@@ -89,3 +89,37 @@ def first_deadlines(clocks: Sequence[engine.Clock], when: When) -> list[str]:
         for clock in clocks
         if clock.name in PROMISES and clock.due is not None
     ]
+
+
+# What a reporter's /status says is next, by clock (the receipt's words for the first two).
+NEXT = {
+    **PROMISES,
+    engine.RESOLVE: "the fix our policy promises, by {when}",
+    engine.UPDATE: "our next update, by {when}",
+    engine.EMBARGO: "the planned disclosure, {when}",
+}
+# The ended states as a reporter reads them (PUBLIC_STATES has the open ones).
+ENDED_STATES = {
+    wf.CLOSED: "closed",
+    wf.REJECTED: "rejected",
+    wf.DUPLICATE: "closed as a duplicate of another report",
+    wf.SPAM: "closed",
+}
+
+
+def public_state(state: str) -> str:
+    """A report's state as the reporter reads it."""
+    return PUBLIC_STATES.get(state) or ENDED_STATES.get(state) or state
+
+
+def next_for_reporter(clocks: Sequence[engine.Clock], when: When) -> list[str]:
+    """What the reporter may expect next and by when the policy promises it, earliest first;
+    nothing internal (no severity, names or notes)."""
+    running = sorted(
+        (c for c in clocks if c.running and c.due is not None and c.name in NEXT),
+        key=lambda c: c.due or c.started,
+    )
+    lines = [NEXT[c.name].format(when=when(c.due)) for c in running if c.due is not None]
+    if any(c.paused for c in clocks if c.met_at is None and c.stopped_at is None):
+        lines.append("some of our deadlines are on hold while we wait for your answer")
+    return lines

@@ -1,5 +1,5 @@
 """Email commands. Importing this package registers every command (see `base`)."""
 
-from triaged.commands import advisory, disclosure, people, report
+from triaged.commands import advisory, disclosure, people, report, triage
 
-__all__ = ["advisory", "disclosure", "people", "report"]
+__all__ = ["advisory", "disclosure", "people", "report", "triage"]

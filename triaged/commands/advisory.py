@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from triaged.commands import replies
 from triaged.commands.base import (
     Command,
     CommandContext,
@@ -60,4 +61,4 @@ class Help(Command):
     def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
         if args:
             return help_for(one_argument(args, "a command's name"))
-        return "commands:\n" + help_text()
+        return f"commands:\n{help_text()}\n\n{replies.listing(ctx.config.templates_dir)}"

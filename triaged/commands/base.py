@@ -20,7 +20,7 @@ from triaged.config import Config
 from triaged.core import events as ev
 from triaged.core import workflow as wf
 from triaged.core.text import parse_address
-from triaged.core.timefmt import ts
+from triaged.core.timefmt import parse_ts, ts
 from triaged.disclosure.policy import after_transition, disclosure_context
 from triaged.errors import Refused
 from triaged.mail.compose import Composer, Outgoing
@@ -34,11 +34,14 @@ HELP_ORDER = (
     *("ack", "assign", "severity", "cvss", "state", "confirm", "reject", "duplicate"),
     *("affects", "fixed-in", "cve", "embargo", "disclose"),
     *("credit", "cc", "waiting", "reply", "note"),
-    *("close", "reopen", "status", "advisory", "help"),
+    *("close", "reopen", "spam", "not-spam", "unblock", "status", "advisory", "help"),
 )
 
 
-__all__ = ["COMMANDS", "Command", "CommandContext", "Refused", "register"]
+__all__ = ["COMMANDS", "Announce", "Command", "CommandContext", "Refused", "register"]
+
+# Builds the receipt and the maintainers' notification of a report that comes in now.
+Announce = Callable[[str, datetime], list[Outgoing]]
 
 
 @dataclass
@@ -55,6 +58,11 @@ class CommandContext:
     reply_text: str | None = None
     outgoing: list[Outgoing] = field(default_factory=list)
     reply_to_for: Callable[[str], str | None] = lambda _addr: None
+    # The receipt and the notification of a report that comes in now (intake builds them): for
+    # a report a spam verdict held, once it is released.
+    announce: Announce | None = None
+    # True when the reporter is the one commanding (only `for_reporters` commands run then).
+    as_reporter: bool = False
 
     @property
     def report(self) -> dict[str, Any]:
@@ -85,9 +93,20 @@ class CommandContext:
             message=self.message,
         )
 
-    def transition(self, target: str, **detail: Any) -> str:
-        """Moves the report to `target` (or raises Refused); returns the transcript line."""
+    def transition(self, target: str, *, text: str | None = None, **detail: Any) -> str:
+        """Moves the report to `target` (or raises Refused); returns the transcript line.
+        `detail` goes into the event and the reporter's mail; `text`, when given, is what
+        that mail says instead of its standard paragraph (a reply template).
+
+        A report a spam verdict held is released first when it becomes new or acknowledged
+        (`release`)."""
         current = self.report["state"]
+        released = ""
+        if target in (wf.NEW, wf.ACKNOWLEDGED) and self.held_as_spam():
+            released = self.release()
+            if target == wf.NEW:
+                return released
+            current, released = wf.NEW, released + "\n"
         refusal = wf.check(current, target)
         if refusal is not None:
             raise Refused(refusal.reason)
@@ -104,8 +123,60 @@ class CommandContext:
         if target == wf.DISCLOSED:
             self.set("disclosed_at", ts(self.now))
         if target in wf.REPORTER_TOLD:
-            self.tell_reporter(f"reporter_{target}.txt", f"Your report is {target}", **detail)
-        return f"state: {current} -> {target}" + after_transition(self, target)
+            told = {**detail, "text": text} if text is not None else detail
+            self.tell_reporter(f"reporter_{target}.txt", f"Your report is {target}", **told)
+        return f"{released}state: {current} -> {target}" + after_transition(self, target)
+
+    def reopen(self) -> str:
+        """An ended report goes back to the state it had (or Refused); the transcript line."""
+        if self.held_as_spam():
+            return self.release()
+        report = self.report
+        if report["state"] not in wf.TERMINAL:
+            raise Refused(f"the report is {report['state']}, not ended")
+        target = wf.reopen_target(report["previous_state"])
+        reports.reopen(
+            self.store, self.report_id, report["state"], target, at=self.now, actor=self.actor,
+            message=self.message,
+        )  # fmt: skip
+        return f"state: {report['state']} -> {target}"
+
+    def held_as_spam(self) -> bool:
+        """True for a report that a spam verdict of the mail server held: state spam, and
+        never received (no receipt, notification nor clock yet)."""
+        return (
+            self.report["state"] == wf.SPAM
+            and events.happened(self.store, self.report_id, ev.SPAM_VERDICT)
+            and not events.happened(self.store, self.report_id, ev.RECEIVED)
+        )
+
+    def release(self) -> str:
+        """A report a spam verdict held comes in now, as if it had just arrived: state new,
+        its `received` event at its arrival (its clocks count from there), its receipt and the
+        maintainers' notification."""
+        if self.announce is None:
+            raise Refused("a held report can only be released by a command mail")
+        report = self.report
+        arrival = parse_ts(str(report["created_at"]))
+        reports.change_state(
+            self.store, self.report_id, wf.SPAM, wf.NEW, at=self.now, actor=self.actor,
+            message=self.message, released=True,
+        )  # fmt: skip
+        first = messages.first_of_report(self.store, self.report_id)
+        events.record(
+            self.store,
+            self.report_id,
+            arrival,
+            ev.RECEIVED,
+            actor=report["reporter"],
+            message=first["id"] if first else None,
+            released=True,
+        )
+        self.outgoing += self.announce(self.report_id, self.now)
+        return (
+            "state: spam -> new (not spam: the receipt and the notification go out now;"
+            f" its clocks count from its arrival, {self.composer.when(arrival)})"
+        )
 
     def tell_reporter(self, template: str, subject: str, **context: Any) -> bool:
         reporter = self.report["reporter"]

@@ -13,11 +13,13 @@ from triaged.commands.base import (
     register,
     text_argument,
 )
+from triaged.core.related import cve_term
 from triaged.core.versions import touches_only_unsupported
 from triaged.disclosure import embargo
 from triaged.disclosure.credit import ask_credit_once
 from triaged.disclosure.policy import disclose, fixed_at
 from triaged.mail.parse import clean_header_text
+from triaged.store import terms
 
 _CVE = re.compile(r"^CVE-\d{4}-\d{4,19}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+_~-]{0,63}$")
@@ -69,6 +71,8 @@ class Cve(Command):
         if cve in cves:
             raise Refused(f"{cve} is already recorded")
         ctx.set("cves", json.dumps([*cves, cve]))
+        # Another report naming this CVE now lists this one as possibly related.
+        terms.add(ctx.store, ctx.report_id, [cve_term(cve)])
         return f"cve: {', '.join([*cves, cve])}"
 
 

@@ -10,10 +10,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from triaged.commands.base import COMMANDS, CommandContext, Refused
+from triaged.commands.base import COMMANDS, Announce, CommandContext, Refused
 from triaged.commands.parse import Commands, extract
 from triaged.config import Config
 from triaged.core import events as ev
+from triaged.errors import CommandsRefused
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.openpgp import Keyring
@@ -42,13 +43,17 @@ class Dispatcher:
         composer: Composer,
         key: bytes,
         keyring: Keyring | None = None,
+        announce: Announce | None = None,
     ) -> None:
+        """`announce` builds the receipt and notification of a report coming in now (intake
+        passes its own), for a report a spam verdict held that a command releases."""
         self.config = config
         self.store = store
         self.composer = composer
         self.key = key
         # The maintainers' configured OpenPGP keys, for the "openpgp" proof.
         self.keyring = keyring
+        self.announce = announce
 
     def reply_to(self, report_id: str | None, maintainer: str) -> str | None:
         """The Reply-To of mail to a maintainer: the address that proves a reply is theirs."""
@@ -68,6 +73,9 @@ class Dispatcher:
     def maintainer(
         self, msg: ParsedMessage, report_id: str, number: int, now: datetime
     ) -> list[Outgoing]:
+        """A maintainer's message about a report: its commands run, and its transcript; an
+        internal note without commands. Raises CommandsRefused (nothing run) when the sender
+        proves nothing."""
         commands = self.commands_of(msg)
         sender = msg.from_addr or ""
         if not commands.lines:
@@ -97,7 +105,9 @@ class Dispatcher:
             ),
         )
         if not verdict.ok:
-            return self._refuse(msg, report_id, number, now, verdict.reason)
+            log.warning("commands from %s refused: %s", msg.from_addr, verdict.reason)
+            messages.set_reason(self.store, number, f"commands refused: {verdict.reason}")
+            raise CommandsRefused(verdict.reason)
         ctx = CommandContext(
             store=self.store,
             config=self.config,
@@ -107,6 +117,7 @@ class Dispatcher:
             message=number,
             now=now,
             reply_text=commands.reply,
+            announce=self.announce,
             reply_to_for=lambda address: (
                 self.reply_to(report_id, address)
                 if address in self.config.maintainers.members
@@ -175,51 +186,21 @@ class Dispatcher:
             del ctx.outgoing[outgoing_before:]
             raise
 
-    def _refuse(
-        self, msg: ParsedMessage, report_id: str | None, number: int, now: datetime, reason: str
-    ) -> list[Outgoing]:
-        log.warning("commands from %s refused: %s", msg.from_addr, reason)
-        events.record(
-            self.store,
-            report_id,
-            now,
-            ev.COMMANDS_REFUSED,
-            actor=msg.from_addr,
-            message=number,
-            reason=reason,
-        )
-        messages.set_reason(self.store, number, f"commands refused: {reason}")
-        # The notice goes to the maintainers on record, never to the sender.
-        return self.composer.to_each(
-            self.config.maintainers.notify,
-            kind="refused",
-            subject="Refused commands",
-            template="refused.txt",
-            context={
-                "sender": msg.from_addr,
-                "subject": msg.subject,
-                "message_number": number,
-                "reason": reason,
-                "dmarc": self.config.auth.authserv_id
-                if "dmarc" in self.config.auth.proofs
-                else None,
-            },
-            now=now,
-            report_id=report_id,
-            reply_to=lambda address: self.reply_to(report_id, address),
-        )
-
     # --- reporters ----------------------------------------------------------------------
 
     def reporter(
         self, msg: ParsedMessage, report_id: str, number: int, now: datetime, is_reporter: bool
     ) -> list[Outgoing]:
-        """A participant's commands: only the reporter's own (/credit) run, for the reporter."""
+        """A participant's commands: only the reporters' own (/credit, /status) run, and only
+        for the reporter."""
         commands = self.commands_of(msg)
         if not commands.lines:
             return []
         sender = msg.from_addr or ""
-        ctx = CommandContext(self.store, self.config, self.composer, report_id, sender, number, now)
+        ctx = CommandContext(
+            self.store, self.config, self.composer, report_id, sender, number, now,
+            as_reporter=is_reporter,
+        )  # fmt: skip
         lines = self._run_all(ctx, commands, reporter=True, is_reporter=is_reporter)
         sent = queue.sent_recently(
             self.store, "reporter_transcript", sender, now - timedelta(days=1)

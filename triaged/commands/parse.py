@@ -3,7 +3,8 @@
 A maintainer answers triaged's mail. The lines at the top of the first text/plain part that
 start with `/` are commands; the first other non-blank line ends them. `/reply` is the last
 command: what follows it goes to the reporter, cut where quoted material or a signature
-begins. Everything else after the commands is an internal note.
+begins; but `/reply template NAME` is an ordinary command line (the reply is the template), and
+the lines after it are read as usual. Everything else after the commands is an internal note.
 
 Pure: no I/O, no logging, never raises on any input string. What a sender wrote is only ever
 split and cleaned here, never interpreted beyond that; the caller decides what a name means
@@ -100,7 +101,7 @@ def extract(text: str, max_commands: int = 50) -> Commands:
             continue
         line = _LINE_UNSAFE.sub("", stripped)
         name, rest = _split_name(line)
-        if name == "reply":
+        if name == "reply" and not _is_template(rest):
             # The rest of the /reply line, if any, is the first line of the reply.
             reply_lines = [rest.strip(), *lines[index:]] if rest.strip() else lines[index:]
             commands.append(CommandLine(name=name, args=(), raw=line[:MAX_LINE], error=None))
@@ -109,6 +110,12 @@ def extract(text: str, max_commands: int = 50) -> Commands:
 
     note = "\n".join(lines[index:]).strip()
     return Commands(lines=tuple(commands), reply=None, note=note)
+
+
+def _is_template(rest: str) -> bool:
+    """True for the rest of `/reply template NAME`: two words, the first "template"."""
+    words = rest.split()
+    return len(words) == 2 and words[0].lower() == "template"
 
 
 def _split_name(line: str) -> tuple[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from triaged.commands import replies
 from triaged.commands.base import (
     Command,
     CommandContext,
@@ -58,16 +59,33 @@ class Cc(Command):
 @register
 class Reply(Command):
     name = "reply"
-    description = "everything below this line goes to the reporter (quoted text is cut)"
+    arguments = "[template NAME]"
+    description = (
+        "everything below this line goes to the reporter (quoted text is cut);"
+        " with template NAME, the reply template NAME instead"
+    )
     example = "/reply"
 
     def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
-        text = (ctx.reply_text or "").strip()
-        if not text:
-            raise Refused("nothing to send: write the reply below the /reply line")
-        ctx.tell_reporter("reporter_reply.txt", "Re: your report", text=text)
+        if args:
+            text = replies.render(ctx.composer, template_name(args), ctx.report, ctx.now)
+            told = f"reply template {args[1].lower()} sent to the reporter"
+        else:
+            text = (ctx.reply_text or "").strip()
+            if not text:
+                raise Refused("nothing to send: write the reply below the /reply line")
+            told = f"reply sent to the reporter ({len(text.splitlines())} lines)"
+        if not ctx.tell_reporter("reporter_reply.txt", "Re: your report", text=text):
+            raise Refused("the report has no reporter address to reply to")
         ctx.event(ev.REPLY, chars=len(text))
-        return f"reply sent to the reporter ({len(text.splitlines())} lines)"
+        return told
+
+
+def template_name(args: tuple[str, ...]) -> str:
+    """NAME of the arguments `template NAME`; Refused for anything else."""
+    if len(args) != 2 or args[0].lower() != "template":
+        raise Refused("takes no arguments, or: template NAME")
+    return args[1]
 
 
 @register

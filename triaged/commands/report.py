@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from cvss import CVSS3, CVSS4
 from cvss.exceptions import CVSSError
 
+from triaged.clocks import engine, wording
+from triaged.commands import replies
 from triaged.commands.base import (
     Command,
     CommandContext,
@@ -21,8 +24,11 @@ from triaged.core import workflow as wf
 from triaged.disclosure.credit import reporter_credit
 from triaged.disclosure.policy import disclose
 from triaged.mail.parse import clean_header_text
-from triaged.store import reports
+from triaged.store import events, reports
 from triaged.store.db import Store
+
+# A reporter's /status is answered at most this often.
+REPORTER_STATUS_EVERY = timedelta(hours=1)
 
 
 @register
@@ -121,11 +127,17 @@ class Confirm(Command):
 @register
 class Reject(Command):
     name = "reject"
-    arguments = "REASON"
-    description = "reject the report; the reason goes to the reporter"
+    arguments = "REASON | template NAME"
+    description = (
+        "reject the report; the reason goes to the reporter (or, with template NAME, the reply"
+        " template NAME)"
+    )
     example = "/reject works as documented: the file is world-readable by design"
 
     def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        if len(args) == 2 and args[0].lower() == "template":
+            text = replies.render(ctx.composer, args[1], ctx.report, ctx.now)
+            return ctx.transition(wf.REJECTED, text=text, reason=f"template {args[1].lower()}")
         reason = text_argument(args, "a reason for the reporter")
         return ctx.transition(wf.REJECTED, reason=reason)
 
@@ -181,29 +193,22 @@ class Reopen(Command):
     example = "/reopen"
 
     def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
-        report = ctx.report
-        if report["state"] not in wf.TERMINAL:
-            raise Refused(f"the report is {report['state']}, not ended")
-        target = wf.reopen_target(report["previous_state"])
-        reports.reopen(
-            ctx.store,
-            ctx.report_id,
-            report["state"],
-            target,
-            at=ctx.now,
-            actor=ctx.actor,
-            message=ctx.message,
-        )
-        return f"state: {report['state']} -> {target}"
+        return ctx.reopen()
 
 
 @register
 class Status(Command):
     name = "status"
-    description = "the report's summary, in this transcript"
+    description = (
+        "the report's summary, in this transcript (a reporter may ask too: the state, what is"
+        " next and by when, once an hour)"
+    )
     example = "/status"
+    for_reporters = True
 
     def run(self, ctx: CommandContext, args: tuple[str, ...]) -> str:
+        if ctx.as_reporter:
+            return reporter_status(ctx)
         return "status:\n" + summary(ctx.store, ctx.report_id)
 
 
@@ -223,4 +228,27 @@ def summary(store: Store, report_id: str) -> str:
         f"  embargo:   {r['embargo'] or '-'}",
         f"  credit:    {reporter_credit(r).label()}",
     ]
+    return "\n".join(lines)
+
+
+def reporter_status(ctx: CommandContext) -> str:
+    """What a reporter's /status answers: the state, and what is next with the date the
+    policy promises it; nothing internal (no notes, names or severity). Once an hour."""
+    when = ctx.composer.when
+    last = events.last_command(
+        ctx.store, ctx.report_id, ctx.actor, "status", ctx.now - REPORTER_STATUS_EVERY
+    )
+    if last is not None:
+        raise Refused(
+            f"you asked at {when(last)} already; the answer stands until"
+            f" {when(last + REPORTER_STATUS_EVERY)}"
+        )
+    report = ctx.report
+    history = (dict(row) for row in events.of_report(ctx.store, ctx.report_id))
+    policy = engine.ClockPolicy.from_config(ctx.config.policy)
+    running = engine.clocks(engine.parse_happenings(history), policy, ctx.now)
+    # Not even the title: what a sender wrote is never mailed back (see the receipt).
+    lines = [f"report {report['id']}: {wording.public_state(str(report['state']))}"]
+    upcoming = wording.next_for_reporter(running, when) if report["state"] in wf.OPEN else []
+    lines += [f"next: {line}" for line in upcoming]
     return "\n".join(lines)

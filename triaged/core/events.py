@@ -11,7 +11,16 @@ caused it, when there is one), a `kind`, and a `detail`: a JSON object whose key
 the kind.
 
 kind                detail keys                    what happened
-received            -                              a new report came in (actor: the reporter)
+received            released (only when true)      a new report came in (actor: the reporter);
+                                                   `released`: held by a spam verdict until
+                                                   /not-spam, recorded then with `at` still
+                                                   the arrival (its clocks count from there)
+spam_verdict        verdict                        a new report the mail server judged spam
+                                                   ([intake] spam_verdicts): stored as spam,
+                                                   no receipt, no notification, no clocks
+blocked_mail        pattern                        mail from a blocked sender: stored and
+                                                   counted, never answered nor forwarded
+                                                   (report_id: the report it threads into)
 receipt             to                             the reporter's receipt was queued
 receipt_suppressed  reason                         no receipt (rate limit, no address)
 followup            -                              a participant wrote (the reporter's mail
@@ -19,13 +28,21 @@ followup            -                              a participant wrote (the repo
 waiting_over        -                              the pause of /waiting ended: a participant
                                                    wrote (`triaged.store.reports.end_waiting`)
 automatic           reason                         automatic mail (bounce, auto-reply) threaded
-held                claimed                        a non-participant used a report's tag
-                                                   (report_id None: held apart)
+held                claimed, notified              a non-participant used a report's tag
+                                                   (report_id None: held apart); `notified`
+                                                   false: over the hourly notice limit, in
+                                                   the next notices_summary instead
 quarantined         -                              a message that cannot be handled safely
                                                    (report_id None)
 note                chars                          a maintainer's internal note
 command             command, ok, result            one command line and its transcript line
-commands_refused    reason                         the sender could not prove who they are
+commands_refused    reason, notified               the sender could not prove who they are
+                                                   (`notified` as for held)
+notices_summary     through, count                 the summary of `count` held / refused
+                                                   notices over the limit, up to event id
+                                                   `through`, went to the team
+sender_blocked      pattern                        /spam blocked an address or "@domain"
+sender_unblocked    pattern                        /unblock lifted a block
 set                 field, old, new                a field of the report changed (`field` is
                                                    the column: severity, waiting, embargo,
                                                    disclosed_at, credit, ...)
@@ -80,6 +97,11 @@ UPDATE_SENT: Final = "update_sent"
 CLOCK_NOTICE: Final = "clock_notice"
 IMPORTED: Final = "imported"
 OPENPGP_KEY: Final = "openpgp_key"
+SPAM_VERDICT: Final = "spam_verdict"
+BLOCKED_MAIL: Final = "blocked_mail"
+NOTICES_SUMMARY: Final = "notices_summary"
+SENDER_BLOCKED: Final = "sender_blocked"
+SENDER_UNBLOCKED: Final = "sender_unblocked"
 
 KINDS: Final = frozenset(
     {
@@ -105,6 +127,11 @@ KINDS: Final = frozenset(
         CLOCK_NOTICE,
         IMPORTED,
         OPENPGP_KEY,
+        SPAM_VERDICT,
+        BLOCKED_MAIL,
+        NOTICES_SUMMARY,
+        SENDER_BLOCKED,
+        SENDER_UNBLOCKED,
     }
 )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from triaged.config import SpamVerdict
 from triaged.mail.parse import ParsedMessage
 
 REPORT = "report"
@@ -16,6 +17,8 @@ MAINTAINER = "maintainer"
 AUTOMATIC = "automatic"
 UNVERIFIED = "unverified"
 LOOP = "loop"
+BLOCKED = "blocked"
+SPAM = "spam"
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,19 @@ class Thread:
     by: str  # "tag" or "references"
 
 
+def _never_blocked(_address: str | None) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Context:
     project_address: str
     maintainers: frozenset[str]
+    # The headers your own mail server adds to spam ([intake] spam_verdicts).
+    spam_verdicts: tuple[SpamVerdict, ...] = ()
+    # The block (an address, or "@domain") that stops mail from an address, if any: a look
+    # into the store's `blocked` table.
+    blocking: Callable[[str | None], str | None] = _never_blocked
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,13 @@ def same_mailbox(address: str, project_address: str) -> bool:
 def _loop(msg: ParsedMessage, thread: Thread | None, ctx: Context) -> Decision | None:
     if msg.from_addr and same_mailbox(msg.from_addr, ctx.project_address):
         return Decision(LOOP, thread.report_id if thread else None, "sent from our own address")
+    return None
+
+
+def _blocked(msg: ParsedMessage, thread: Thread | None, ctx: Context) -> Decision | None:
+    pattern = ctx.blocking(msg.from_addr)
+    if pattern is not None:
+        return Decision(BLOCKED, thread.report_id if thread else None, f"blocked: {pattern}")
     return None
 
 
@@ -81,12 +100,27 @@ def _maintainer(msg: ParsedMessage, thread: Thread | None, ctx: Context) -> Deci
     return None
 
 
+def _spam_verdict(msg: ParsedMessage, thread: Thread | None, ctx: Context) -> Decision | None:
+    for verdict in ctx.spam_verdicts:
+        if any(verdict.matches(value) for value in msg.values(verdict.header)):
+            return Decision(SPAM, None, f"spam verdict: {verdict}")
+    return None
+
+
 def _new_report(msg: ParsedMessage, thread: Thread | None, ctx: Context) -> Decision | None:
     return Decision(REPORT, None, "new report")
 
 
 Rule = Callable[[ParsedMessage, Thread | None, Context], Decision | None]
-RULES: list[Rule] = [_loop, _automatic, _threaded, _maintainer, _new_report]
+RULES: list[Rule] = [
+    _loop,
+    _blocked,
+    _automatic,
+    _threaded,
+    _maintainer,
+    _spam_verdict,
+    _new_report,
+]
 
 
 def classify(msg: ParsedMessage, thread: Thread | None, ctx: Context) -> Decision:

@@ -22,17 +22,21 @@ from triaged.clocks.runner import refresh_deadlines
 from triaged.commands.dispatch import Dispatcher
 from triaged.config import Config
 from triaged.core import events as ev
+from triaged.core import related
+from triaged.core import workflow as wf
 from triaged.core.ids import find_tag, new_report_id, tag
-from triaged.errors import UnsafeMessage
+from triaged.core.timefmt import parse_ts
+from triaged.errors import CommandsRefused, UnsafeMessage
 from triaged.intake import classify as c
 from triaged.intake.lists import through_own_list
+from triaged.intake.notices import TeamNotices
 from triaged.mail import auth
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.mailbox.base import Envelope, Mailbox
 from triaged.mail.openpgp import Keyring, Reader
 from triaged.mail.parse import ParsedMessage, parse
 from triaged.service.outbox import enqueue
-from triaged.store import events, messages, reports
+from triaged.store import blocklist, events, messages, reports, terms
 from triaged.store import outbox as queue
 from triaged.store.db import Store
 from triaged.views import attachment_count
@@ -47,6 +51,8 @@ _RETRY_FAILED_AFTER = 600.0
 # pass): every UID MOVE costs the server an update of the folder's index, so one per batch made
 # moving a tenth of the time of a large intake (bench/).
 MOVE_CHUNK = 500
+# How long an ended report still counts as "possibly related" to a new one.
+RECENT = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -86,15 +92,21 @@ class IntakeRunner:
         self.stop = stop or threading.Event()
         # Decrypts and verifies before anything reads the message (None: OpenPGP is off).
         self.reader = Reader(keyring, config.limits) if keyring is not None else None
+        key = auth.load_or_create_key(config.auth.key_file)
+        members = frozenset(config.maintainers.members)
         self.dispatcher = Dispatcher(
-            config,
-            store,
-            self.composer,
-            auth.load_or_create_key(config.auth.key_file),
-            keyring,
+            config, store, self.composer, key, keyring, announce=self._released
+        )
+        self.notices = TeamNotices(
+            config, store, self.composer, auth.ReplyTokens(key, config.project.address, members)
         )
         self.clock_policy = engine.ClockPolicy.from_config(config.policy)
-        self.context = c.Context(config.project.address, frozenset(config.maintainers.members))
+        self.context = c.Context(
+            config.project.address,
+            members,
+            spam_verdicts=config.intake.spam_verdicts,
+            blocking=partial(blocklist.blocking, store),
+        )
         self.uidvalidity = 0
         # UIDs whose handling failed: left in the mailbox, retried after a while, not every pass.
         self.failed: dict[str, float] = {}
@@ -105,6 +117,8 @@ class IntakeRunner:
             c.AUTOMATIC: self._automatic,
             c.UNVERIFIED: self._unverified,
             c.LOOP: self._loop,
+            c.SPAM: self._spam,
+            c.BLOCKED: self._blocked,
         }
 
     # --- the pass ---------------------------------------------------------------------------
@@ -250,17 +264,21 @@ class IntakeRunner:
                 with self.store.transaction():
                     self._store(incoming, msg, DUPLICATE, reason, None)
                 return DUPLICATE
-        if self.reader is not None:
-            # Classification, threading and commands read the decrypted message; the raw
-            # bytes stored stay the ciphertext as received.
-            msg = self.reader.open(incoming.raw, msg).msg
-        msg = through_own_list(msg, self.config.mailbox.own_lists, self.config.project.address)
+        msg = self._as_read(incoming.raw, msg)
         decision = c.classify(msg, self._thread(msg), self.context)
         with self.store.transaction():
             kind = self.handlers[decision.kind](incoming, msg, decision)
             if kind in (c.FOLLOWUP, c.MAINTAINER) and decision.report_id is not None:
                 self._refresh_clocks(decision.report_id, incoming.received)
             return kind
+
+    def _as_read(self, raw: bytes, msg: ParsedMessage) -> ParsedMessage:
+        """The message as classification, threading and commands read it: decrypted (the raw
+        bytes stored stay the ciphertext as received), and as its author sent it when it came
+        through the project's own list."""
+        if self.reader is not None:
+            msg = self.reader.open(raw, msg).msg
+        return through_own_list(msg, self.config.mailbox.own_lists, self.config.project.address)
 
     def _refresh_clocks(self, report_id: str, now: datetime) -> None:
         """The report's deadlines as of this message, in its transaction, so `triaged
@@ -362,18 +380,73 @@ class IntakeRunner:
 
     def _new_report(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
         now = incoming.received
+        report_id, number = self._create(incoming, msg, decision, wf.NEW)
+        events.record(self.store, report_id, now, ev.RECEIVED, actor=msg.from_addr, message=number)
+        enqueue(self.store, self._announce(report_id, msg, arrival=now, now=now), now)
+        self._refresh_clocks(report_id, now)
+        log.info("intake: new report %s from %s", report_id, msg.from_addr)
+        return c.REPORT
+
+    def _spam(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
+        """A new report that our mail server judged spam: stored as a report in state spam,
+        with no receipt, notification nor clock until a maintainer releases it (/not-spam)."""
+        now = incoming.received
+        report_id, number = self._create(incoming, msg, decision, wf.SPAM)
+        events.record(
+            self.store, report_id, now, ev.SPAM_VERDICT, actor=msg.from_addr, message=number,
+            verdict=decision.reason,
+        )  # fmt: skip
+        log.info("intake: report %s from %s held as spam (%s)", report_id, msg.from_addr,
+                 decision.reason)  # fmt: skip
+        return c.SPAM
+
+    def _create(
+        self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision, state: str
+    ) -> tuple[str, int]:
+        """A new report from this message, in `state`, with what it names (for related
+        reports); returns its ID and the stored message's number."""
         report_id = new_report_id()
         while self.store.report(report_id) is not None:
             report_id = new_report_id()
-        reporter = msg.from_addr
         reports.create(
-            self.store, report_id, title=msg.subject or "(no subject)", reporter=reporter, at=now
+            self.store,
+            report_id,
+            title=msg.subject or "(no subject)",
+            reporter=msg.from_addr,
+            at=incoming.received,
+            state=state,
         )
         number = self._store(incoming, msg, c.REPORT, decision.reason, report_id)
-        events.record(self.store, report_id, now, ev.RECEIVED, actor=reporter, message=number)
+        terms.add(self.store, report_id, related.terms(msg.from_addr, msg.subject, msg.text))
+        return report_id, number
+
+    def _released(self, report_id: str, now: datetime) -> list[Outgoing]:
+        """The receipt and notification of a report a spam verdict held, now that a maintainer
+        released it: as at its arrival (the same promised dates), built from its stored first
+        message."""
+        report = self.store.report(report_id)
+        first = messages.first_of_report(self.store, report_id)
+        if report is None or first is None or first["raw"] is None:
+            return []
+        msg = self._as_read(first["raw"], parse(first["raw"], self.config.limits))
+        arrival = parse_ts(str(report["created_at"]))
+        return self._announce(report_id, msg, arrival=arrival, now=now, released=True)
+
+    def _announce(
+        self,
+        report_id: str,
+        msg: ParsedMessage,
+        *,
+        arrival: datetime,
+        now: datetime,
+        released: bool = False,
+    ) -> list[Outgoing]:
+        """A new report's receipt to the reporter and notification to each maintainer, with
+        the first deadlines (counted from `arrival`) and the possibly related reports."""
+        reporter = msg.from_addr
         out: list[Outgoing] = []
         # The receipt and the notification name the deadlines the clocks then run on.
-        first = engine.at_receipt(self.clock_policy, now)
+        first = engine.at_receipt(self.clock_policy, arrival)
         no_receipt = self._receipt_refusal(reporter, now)
         if no_receipt is None and reporter:
             out.append(self._receipt(report_id, reporter, msg, now, first))
@@ -385,7 +458,7 @@ class IntakeRunner:
         context = {
             "reporter": reporter,
             "from_text": msg.from_text,
-            "received": self.composer.when(now),
+            "received": self.composer.when(arrival),
             "subject": msg.subject,
             "due": wording.first_deadlines(first, self.composer.when),
             "receipt_sent": no_receipt is None,
@@ -395,6 +468,8 @@ class IntakeRunner:
             "text": text,
             "truncated": truncated,
             "openpgp": msg.openpgp.describe() if msg.openpgp else None,
+            "related": self._related(report_id, msg, now),
+            "released": released,
         }
         out += self.composer.to_each(
             self.config.maintainers.members,
@@ -406,10 +481,12 @@ class IntakeRunner:
             report_id=report_id,
             reply_to=partial(self.dispatcher.reply_to, report_id),
         )
-        enqueue(self.store, out, now)
-        self._refresh_clocks(report_id, now)
-        log.info("intake: new report %s from %s", report_id, reporter)
-        return c.REPORT
+        return out
+
+    def _related(self, report_id: str, msg: ParsedMessage, now: datetime) -> list[related.Related]:
+        """Open or recent reports that name what this one names (at most three)."""
+        found = related.terms(msg.from_addr, msg.subject, msg.text)
+        return related.best(terms.sharing(self.store, report_id, found, now - RECENT))
 
     def _receipt_refusal(self, reporter: str | None, now: datetime) -> str | None:
         """Why no receipt may go to this address now, or None when one may."""
@@ -494,8 +571,12 @@ class IntakeRunner:
         if decision.report_id is None:
             log.info("intake: maintainer mail from %s about no report stored", msg.from_addr)
             return c.MAINTAINER
-        out = self.dispatcher.maintainer(msg, decision.report_id, number, incoming.received)
-        enqueue(self.store, out, incoming.received)
+        now = incoming.received
+        try:
+            out = self.dispatcher.maintainer(msg, decision.report_id, number, now)
+        except CommandsRefused as refusal:
+            out = self.notices.refused(msg, decision.report_id, number, now, refusal.reason)
+        enqueue(self.store, out, now)
         return c.MAINTAINER
 
     def _automatic(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
@@ -515,36 +596,27 @@ class IntakeRunner:
 
     def _unverified(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
         claimed = decision.report_id
+        assert claimed is not None
         # Held apart: the message is not linked to the report it claims.
         reason = f"claims report {claimed}: {decision.reason}"
         number = self._store(incoming, msg, c.UNVERIFIED, reason, None)
-        events.record(
-            self.store,
-            None,
-            incoming.received,
-            ev.HELD,
-            actor=msg.from_addr,
-            message=number,
-            claimed=claimed,
-        )
-        out = self.composer.to_each(
-            self.config.maintainers.members,
-            kind="held",
-            subject=f"Held: a non-participant wrote about report {claimed}",
-            template="held.txt",
-            context={
-                "sender": msg.from_addr,
-                "from_text": msg.from_text,
-                "subject": msg.subject,
-                "message_number": number,
-            },
-            now=incoming.received,
-            report_id=claimed,
-            reply_to=partial(self.dispatcher.reply_to, claimed),
-        )
+        out = self.notices.held(msg, claimed, number, incoming.received)
         enqueue(self.store, out, incoming.received)
         log.warning("intake: held message from %s: %s", msg.from_addr, reason)
         return c.UNVERIFIED
+
+    def _blocked(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
+        """Mail from a blocked sender: stored and counted, never answered nor forwarded."""
+        now = incoming.received
+        number = self._store(incoming, msg, c.BLOCKED, decision.reason, decision.report_id)
+        pattern = decision.reason.removeprefix("blocked: ")
+        blocklist.count_stopped(self.store, pattern, now)
+        events.record(
+            self.store, decision.report_id, now, ev.BLOCKED_MAIL, actor=msg.from_addr,
+            message=number, pattern=pattern,
+        )  # fmt: skip
+        log.info("intake: mail from %s stored, not answered (blocked: %s)", msg.from_addr, pattern)
+        return c.BLOCKED
 
     def _loop(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
         self._store(incoming, msg, c.LOOP, decision.reason, decision.report_id)

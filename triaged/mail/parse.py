@@ -57,6 +57,7 @@ MAX_REFERENCES = 100
 MAX_BOUNDARY = 200  # RFC 2046 says 70
 MAX_PARAMS_CHARS = 16384  # of a Content-Type or Content-Disposition value
 MAX_AUTH_RESULTS = 8192  # an Authentication-Results value is long; it is sanitized, not cut short
+MAX_FIELD = 998  # of one header value in `fields`
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,15 @@ class ParsedMessage:
     # How the message was protected, set by intake after `triaged.mail.openpgp` opened it;
     # None for mail that was neither encrypted nor signed (and always None from `parse`).
     openpgp: OpenPGPStatus | None = None
+    # Every top-level header field as (name lowercased, value unfolded and sanitized, at most
+    # 998 characters, encoded words left as they are), in order: for rules on any header,
+    # such as the spam verdicts of [intake].
+    fields: tuple[tuple[str, str], ...] = ()
+
+    def values(self, name: str) -> list[str]:
+        """The values of every field named `name` (any case), in order."""
+        key = name.lower()
+        return [value for field, value in self.fields if field == key]
 
 
 # --- making text safe -------------------------------------------------------------------------
@@ -952,6 +962,7 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
     single: dict[str, str] = {}
     recipients: list[str] = []
     auth_results: list[str] = []
+    fields: list[tuple[str, str]] = []
     list_header = False
     autoreply_header = False
     any_header = False
@@ -959,6 +970,7 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
     for name, value in root.raw_items():
         any_header = True
         key = name.strip().lower()
+        fields.append((key, _header_text(value, MAX_FIELD, decode=False)))
         from_fields += key == "from"
         if key in _SINGLE:
             single.setdefault(key, value)
@@ -1018,6 +1030,7 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         return_path=return_path,
         about=walk.about if report == READ_RECEIPT else (),
         mailing_list=_list_headers(single, signals),
+        fields=tuple(fields),
     )
 
 

@@ -5,7 +5,9 @@
 - the digest on the crontab of `[digest] schedule`, in the project's time zone; one missed
   while the daemon was down is sent at start (once), never several;
 - a look at the published security.txt's Expires every 6 hours (and at start): the team is
-  warned once before it passes.
+  warned once before it passes;
+- a look for team notices held back by `[limits] notices_per_report_per_hour` every 5 minutes:
+  a report's summary goes out once the first of them is an hour old.
 
 Jobs run one at a time (on one worker thread, and under the scheduler's lock when a test or a
 command runs one directly); they share one database connection and one clock runner, kept for
@@ -30,6 +32,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from triaged.clocks.runner import ClockRunner
 from triaged.config import Config
 from triaged.core.timefmt import parse_ts, ts
+from triaged.intake.notices import summaries
 from triaged.mail import auth
 from triaged.mail.compose import Composer
 from triaged.service.outbox import enqueue
@@ -43,6 +46,8 @@ logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 CLOCK_PASS_EVERY = timedelta(minutes=1)
 OUTBOX_LOOK_EVERY = timedelta(seconds=30)
+# Team notices over the hourly limit wait for a summary an hour after the first of them.
+NOTICES_LOOK_EVERY = timedelta(minutes=5)
 # With no digest sent yet, a schedule slot this recent still counts (the job may start late).
 _FIRST_DIGEST_GRACE = timedelta(minutes=10)
 _DIGEST_KEY = "digest:"
@@ -111,6 +116,11 @@ class Scheduler:
         )
         self.scheduler.add_job(
             self.security_txt_pass, IntervalTrigger(hours=6), id="security-txt", next_run_time=now
+        )
+        self.scheduler.add_job(
+            self.notices_pass,
+            IntervalTrigger(seconds=NOTICES_LOOK_EVERY.total_seconds()),
+            id="notice-summaries",
         )
         self._schedule_digest(now)
         self.scheduler.start()
@@ -189,12 +199,20 @@ class Scheduler:
             slot = digest_slot(digest_trigger(config), last_digest_slot(store), now)
             if slot is None:
                 return []
-            out = compose(config, store, composer, now)
+            out = compose(config, store, composer, now, self._clock_runner(config).tokens)
             notices.mark_team_sent(store, _DIGEST_KEY + ts(slot), now)
             log.info("digest for %s queued for %d address(es)", ts(slot), len(out))
             return out
 
         return self._mail_job("digest", job)
+
+    def notices_pass(self) -> bool:
+        """Sends the summaries of the team notices held back by the hourly limit."""
+
+        def job(config: Config, store: Store, composer: Composer, now: datetime) -> list[Any]:
+            return summaries(config, store, composer, now, self._clock_runner(config).tokens)
+
+        return self._mail_job("notice summaries", job)
 
     def security_txt_pass(self) -> bool:
         """Warns the team once when the published security.txt is about to expire."""

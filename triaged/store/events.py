@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from triaged.core import events as ev
-from triaged.core.timefmt import ts
+from triaged.core.timefmt import parse_ts, ts
 from triaged.store.db import Store
 
 
@@ -61,3 +61,64 @@ def state_changes(store: Store, report_id: str) -> list[sqlite3.Row]:
         "SELECT at, detail FROM events WHERE report_id = ? AND kind = ? ORDER BY id DESC",
         (report_id, ev.STATE),
     )
+
+
+# Held messages (report_id None, the report in detail.claimed) and refused commands: the mail
+# from untrusted senders that the team is told about (triaged.intake.notices).
+_ABOUT = f"CASE kind WHEN '{ev.HELD}' THEN json_extract(detail, '$.claimed') ELSE report_id END"
+
+
+def untrusted_notified_since(store: Store, report_id: str, since: datetime) -> int:
+    """How many held / refused notices about the report went out since `since` (events
+    written before `notified` existed count as sent)."""
+    row = store.one(
+        "SELECT COUNT(*) AS n FROM events"
+        " WHERE kind IN (?, ?) AND at > ?"
+        f" AND {_ABOUT} = ? AND coalesce(json_extract(detail, '$.notified'), 1) != 0",
+        (ev.HELD, ev.COMMANDS_REFUSED, ts(since), report_id),
+    )
+    return int(row["n"]) if row else 0
+
+
+def untrusted_folded(store: Store, since: datetime) -> list[dict[str, Any]]:
+    """The held / refused notices since `since` that were folded and are in no summary yet,
+    oldest first: id, at (datetime), kind, actor, message, detail (dict), about (the report)."""
+    rows = store.all(
+        f"SELECT e.id, e.at, e.kind, e.actor, e.message, e.detail, {_ABOUT} AS about"
+        " FROM events e WHERE kind IN (?, ?) AND at > ?"
+        " AND json_extract(detail, '$.notified') = 0"
+        f" AND e.id > coalesce((SELECT MAX(json_extract(s.detail, '$.through')) FROM events s"
+        f" WHERE s.kind = ? AND s.report_id = {_ABOUT}), 0)"
+        " ORDER BY e.id",
+        (ev.HELD, ev.COMMANDS_REFUSED, ts(since), ev.NOTICES_SUMMARY),
+    )
+    return [
+        {**dict(row), "at": parse_ts(str(row["at"])), "detail": ev.decode_detail(row["detail"])}
+        for row in rows
+    ]
+
+
+def untrusted_counts(store: Store, report_id: str) -> dict[str, int]:
+    """Held messages and refused commands about the report: how many, and how many of their
+    notices were folded into summaries."""
+    row = store.one(
+        "SELECT coalesce(SUM(kind = ?), 0) AS held, coalesce(SUM(kind = ?), 0) AS refused,"
+        " coalesce(SUM(json_extract(detail, '$.notified') = 0), 0) AS folded"
+        f" FROM events WHERE kind IN (?, ?) AND {_ABOUT} = ?",
+        (ev.HELD, ev.COMMANDS_REFUSED, ev.HELD, ev.COMMANDS_REFUSED, report_id),
+    )
+    return {k: int(row[k]) for k in ("held", "refused", "folded")} if row else {}
+
+
+def last_command(
+    store: Store, report_id: str, actor: str, name: str, since: datetime
+) -> datetime | None:
+    """When `actor` last ran the command `name` ("status") on the report with success, if
+    they did since `since`."""
+    row = store.one(
+        "SELECT MAX(at) AS at FROM events WHERE report_id = ? AND kind = ? AND actor = ?"
+        " AND at > ? AND json_extract(detail, '$.ok')"
+        " AND lower(json_extract(detail, '$.command')) IN (?, ?)",
+        (report_id, ev.COMMAND, actor, ts(since), f"/{name}", f"/{name} "),
+    )
+    return parse_ts(str(row["at"])) if row and row["at"] else None

@@ -4,6 +4,7 @@ and `mailbox_state` (the UIDVALIDITY last seen of each mailbox)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -92,6 +93,14 @@ def first_message_id(store: Store, report_id: str) -> str | None:
         "SELECT message_id FROM messages WHERE report_id = ? AND kind = ?", (report_id, REPORT)
     )
     return None if row is None or row["message_id"] is None else str(row["message_id"])
+
+
+def first_of_report(store: Store, report_id: str) -> sqlite3.Row | None:
+    """The report's first message: id, raw (None when it was too large to load)."""
+    return store.one(
+        "SELECT id, raw FROM messages WHERE report_id = ? AND kind = ? ORDER BY id LIMIT 1",
+        (report_id, REPORT),
+    )
 
 
 def last_uidvalidity(store: Store, mailbox: str) -> int | None:

@@ -194,6 +194,40 @@ def _openpgp(db: Database) -> None:
     db.execute("ALTER TABLE outbox ADD COLUMN openpgp TEXT")
 
 
+@SCHEMA(name="005_triage")
+def _triage(db: Database) -> None:
+    """Triage at volume (issue 18).
+
+    blocked:      senders whose mail is stored and counted, never answered nor forwarded
+                  (written by triaged/store/blocklist.py): an address, or "@domain" for a
+                  whole domain; who blocked it, when, on which report; how much it stopped.
+    report_terms: what a report names, to find related reports (triaged/store/terms.py):
+                  "sender:ADDRESS", "subject:WORDS", "cve:CVE-...", "cwe:CWE-...",
+                  "path:/a/b" and "file:name.ext".
+    events_kind:  the events of one kind in a time range (the notices of untrusted mail
+                  counted per hour, triaged/intake/notices.py).
+    """
+    db.executescript(
+        """
+        CREATE TABLE blocked (
+            pattern TEXT PRIMARY KEY,
+            report_id TEXT,
+            blocked_by TEXT NOT NULL,
+            blocked_at TEXT NOT NULL,
+            stopped INTEGER NOT NULL DEFAULT 0,
+            last_stopped_at TEXT
+        );
+        CREATE TABLE report_terms (
+            report_id TEXT NOT NULL REFERENCES reports(id),
+            term TEXT NOT NULL,
+            PRIMARY KEY (report_id, term)
+        );
+        CREATE INDEX report_terms_term ON report_terms(term);
+        CREATE INDEX events_kind ON events(kind, at);
+        """
+    )
+
+
 def adopt_legacy_record(db: Database, migrations: Migrations = SCHEMA) -> list[str]:
     """Moves 0.1.0's record of applied migrations into `_sqlite_migrations` (inside the
     caller's transaction); returns the names it moved."""

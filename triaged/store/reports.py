@@ -39,15 +39,24 @@ REPORTER = "reporter"
 CC = "cc"
 
 
-def create(store: Store, report_id: str, *, title: str, reporter: str | None, at: datetime) -> None:
-    """A new report in state "new", with its reporter (when known) as its first participant.
-    The caller records its `received` event (it knows the message)."""
+def create(
+    store: Store,
+    report_id: str,
+    *,
+    title: str,
+    reporter: str | None,
+    at: datetime,
+    state: str = wf.NEW,
+) -> None:
+    """A new report in state "new" (or "spam", held by a spam verdict), with its reporter (when
+    known) as its first participant. The caller records its first event (it knows the
+    message)."""
     store.insert(
         "reports",
         {
             "id": report_id,
             "title": title,
-            "state": wf.NEW,
+            "state": state,
             "reporter": reporter,
             "created_at": ts(at),
             "updated_at": ts(at),
