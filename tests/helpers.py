@@ -343,9 +343,20 @@ class Harness:
     def show(self, report_id: str) -> dict[str, Any]:
         from triaged.views import report_detail
 
-        detail = report_detail(self.store, report_id, self.config.limits)
+        detail = report_detail(self.store, report_id, self.config.limits, self.keyring)
         assert detail is not None, f"no report {report_id}"
         return detail
+
+    def cli(self, *args: str, exit_code: int = 0) -> Any:
+        """`triaged --config CONFIG ARGS...` in-process, as an operator runs it on the server
+        (its result: output, stdout, stderr)."""
+        from click.testing import CliRunner
+
+        from triaged.cli import main
+
+        result = CliRunner().invoke(main, ["--config", str(self.config.path), *args])
+        assert result.exit_code == exit_code, result.output
+        return result
 
     def reports(self) -> list[dict[str, Any]]:
         from triaged.views import report_list

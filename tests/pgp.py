@@ -165,6 +165,34 @@ def text_entity(text: str, subject: str | None = None, key: bytes | None = None)
     )
 
 
+def mixed_entity(text: str, files: list[tuple[str, bytes]], subject: str | None = None) -> bytes:
+    """A multipart/mixed MIME entity: the text, then each (name, bytes) as a base64
+    attachment; with `subject`, marked as carrying protected headers."""
+    boundary = f"m{secrets.token_hex(8)}".encode()
+    head = b'Content-Type: multipart/mixed; boundary="' + boundary + b'"'
+    if subject is not None:
+        head += b'; protected-headers="v1"\r\nSubject: ' + subject.encode()
+    parts = [
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        + text.replace("\n", "\r\n").encode()
+    ]
+    for name, data in files:
+        parts.append(
+            b"Content-Type: application/octet-stream\r\n"
+            + b'Content-Disposition: attachment; filename="'
+            + name.encode()
+            + b'"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+            + base64.encodebytes(data).replace(b"\n", b"\r\n")
+        )
+    body = b"".join(b"\r\n--" + boundary + b"\r\n" + part for part in parts)
+    return head + b"\r\n" + body + b"\r\n--" + boundary + b"--\r\n"
+
+
+def in_clear(sender: Person, to: str, subject: str, entity: bytes) -> bytes:
+    """A mail sent without OpenPGP, `entity` as its content."""
+    return _head(sender.address, to, subject) + b"MIME-Version: 1.0\r\n" + entity
+
+
 def pgp_mime(
     sender: Person,
     to: str,

@@ -3,6 +3,9 @@ sink, with throwaway keys (tests/pgp.py). Alice has a configured key; Bob has no
 
 from __future__ import annotations
 
+import hashlib
+import json
+import mailbox
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +21,9 @@ from helpers import PROJECT, DaemonProcess, Harness, base_sections, mail, make_c
 from pgp import (
     Person,
     clearsigned,
+    in_clear,
     inline,
+    mixed_entity,
     pgp_mime,
     signed_mime,
     text_entity,
@@ -404,7 +409,144 @@ def test_clearsigned_report_is_verified(
     assert "BEGIN PGP SIGNED MESSAGE" not in text.split("----- report text -----")[1]
 
 
-# --- the daemon ---------------------------------------------------------------------------------
+# --- reading an encrypted report again: show, export ------------------------------------------
+
+POC = bytes(range(256)) * 8 + b"evil.tar proof\r\n"
+SHOT = b"\x89PNG\r\n\x1a\nscreenshot"
+TRACE = b"trace: evil.tar unpacked to /etc/x\n"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _encrypted_report_with_files(
+    desk: Harness, account: ImapAccount, sink: SmtpSink, people: People
+) -> str:
+    """An encrypted report carrying POC (attachment 1), a follow-up in clear carrying SHOT (2),
+    and an encrypted follow-up carrying TRACE (3)."""
+    reporter = people.reporter
+    project = [people.project.fingerprint]
+    entity = mixed_entity(REPORT, [("poc.bin", POC)], subject="Path traversal in the importer")
+    account.append(pgp_mime(reporter, PROJECT, "...", entity, project))
+    assert desk.pump() == 1
+    report_id = _report_id(desk)
+    subject = f"Re: [security report #{report_id}] ..."
+    clear = mixed_entity("Screenshot attached.\n", [("shot.png", SHOT)])
+    account.append(in_clear(reporter, PROJECT, subject, clear))
+    assert desk.pump() == 1
+    entity = mixed_entity("And the trace.\n", [("trace.log", TRACE)])
+    account.append(pgp_mime(reporter, PROJECT, subject, entity, project))
+    assert desk.pump() == 1
+    sink.wait_for(5)
+    return report_id
+
+
+def test_show_reads_an_encrypted_report_decrypted(
+    desk: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink, people: People
+) -> None:
+    report_id = _encrypted_report_with_files(desk, imap_account, smtp_sink, people)
+    # The notification of the encrypted follow-up numbered its file after the report's
+    # first two (intake reads the earlier messages decrypted too).
+    forward = _to(smtp_sink, "bob@example.org")[-1]
+    assert "  3. trace.log (application/octet-stream" in _text(forward.msg)
+
+    shown = json.loads(desk.cli("show", report_id, "--json").stdout)
+    first, _, third = shown["messages"]
+    assert REPORT.strip() in first["text"] and "And the trace." in third["text"]
+    assert [m["unreadable"] for m in shown["messages"]] == [None, None, None]
+    files = [
+        (a["index"], a["filename"], a["sha256"])
+        for m in shown["messages"]
+        for a in m["attachments"]
+    ]
+    assert files == [
+        (1, "poc.bin", _sha(POC)),
+        (2, "shot.png", _sha(SHOT)),
+        (3, "trace.log", _sha(TRACE)),
+    ]
+    text = desk.cli("show", report_id).stdout
+    assert REPORT.strip() in text and "And the trace." in text
+    assert "attachment 3: trace.log (application/octet-stream" in text
+    assert "encrypted.asc" not in text and "BEGIN PGP MESSAGE" not in text
+    # Read in memory only: the database holds the ciphertext as received, as before.
+    assert all(SECRET_WORD.encode() not in row["raw"] for row in desk.messages())
+
+
+def test_export_writes_the_ciphertext_and_the_decrypted_attachments(
+    desk: Harness,
+    imap_account: ImapAccount,
+    smtp_sink: SmtpSink,
+    people: People,
+    tmp_dir: Path,
+) -> None:
+    report_id = _encrypted_report_with_files(desk, imap_account, smtp_sink, people)
+    stored = desk.messages()
+    target = tmp_dir / "export"
+    result = desk.cli("export", report_id, "--output", str(target))
+    files = {p.name: p.read_bytes() for p in target.iterdir()}
+    assert files.pop("1-poc.bin") == POC
+    assert files.pop("2-shot.png") == SHOT
+    assert files.pop("3-trace.log") == TRACE
+    # The mbox holds the messages exactly as received: the encrypted ones as ciphertext.
+    box = mailbox.mbox(str(target / f"report-{report_id}.mbox"))
+    assert [box.get_bytes(key) for key in box.iterkeys()] == [row["raw"] for row in stored]
+    assert SECRET_WORD.encode() not in files.pop(f"report-{report_id}.mbox")
+    assert files == {}
+    assert f"{_sha(TRACE)}  {target / '3-trace.log'}" in result.stdout
+    assert "2 message(s) came encrypted: the mbox holds them as received" in result.stderr
+    assert desk.messages() == stored
+
+
+def test_a_message_that_cannot_be_decrypted_says_so(
+    desk: Harness,
+    imap_account: ImapAccount,
+    smtp_sink: SmtpSink,
+    people: People,
+    tmp_dir: Path,
+) -> None:
+    entity = mixed_entity(REPORT, [("poc.bin", POC)])
+    imap_account.append(
+        pgp_mime(people.reporter, PROJECT, "Report", entity, [people.outsider.fingerprint])
+    )
+    assert desk.pump() == 1
+    report_id = _report_id(desk)
+    (shown,) = json.loads(desk.cli("show", report_id, "--json").stdout)["messages"]
+    assert shown["text"] == "" and shown["attachments"] == []
+    assert shown["unreadable"].startswith("encrypted; not decrypted when it arrived:")
+    assert "another key" in shown["unreadable"]
+    text = desk.cli("show", report_id).stdout
+    assert "(no text: encrypted; not decrypted when it arrived: encrypted to another key" in text
+    assert "encrypted.asc" not in text
+    target = tmp_dir / "out"
+    result = desk.cli("export", report_id, "--output", str(target))
+    assert sorted(p.name for p in target.iterdir()) == [f"report-{report_id}.mbox"]
+    number = desk.messages()[0]["id"]
+    assert f"message #{number}: encrypted; not decrypted when it arrived" in result.stderr
+
+
+def test_show_without_the_project_key_at_hand(
+    desk: Harness,
+    imap_account: ImapAccount,
+    smtp_sink: SmtpSink,
+    people: People,
+    tmp_dir: Path,
+) -> None:
+    report_id = _encrypted_report_with_files(desk, imap_account, smtp_sink, people)
+    # The command line loads the key from secret_key_file; here it cannot be read.
+    (tmp_dir / "project.asc").unlink()
+    result = desk.cli("show", report_id, "--json")
+    assert "note: encrypted messages are not read (no text, no attachments;" in result.stderr
+    assert "openpgp.secret_key_file" in result.stderr
+    first, second, third = json.loads(result.stdout)["messages"]
+    unread = "encrypted, and no OpenPGP key is at hand here to decrypt it"
+    assert first["unreadable"] == third["unreadable"] == unread
+    assert first["attachments"] == third["attachments"] == []
+    # The message in clear is read as ever.
+    assert second["unreadable"] is None and "Screenshot attached." in second["text"]
+
+
+# --- the daemon -------------------------------------------------------------------------------
 
 
 def test_daemon_reads_and_answers_encrypted_mail(

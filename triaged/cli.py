@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -27,6 +29,7 @@ from triaged.errors import (
     TransportError,
 )
 from triaged.logs import setup_logging
+from triaged.mail.openpgp import Keyring
 from triaged.store.db import Store
 from triaged.views import deadline_list, report_detail, report_list
 
@@ -264,6 +267,34 @@ def reports(ctx: click.Context, as_json: bool) -> None:
         )
 
 
+@contextlib.contextmanager
+def _reading_keys(config: Config, store: Store, report_id: str) -> Iterator[Keyring | None]:
+    """The keys to read a report's encrypted messages with (the configured ones, loaded in a
+    scratch home), or None when it holds none or OpenPGP is off. A key that cannot be loaded
+    is said on stderr, and the messages it would decrypt are shown as unreadable."""
+    from triaged.mail.openpgp import OpenPGPError, scratch_keyring
+    from triaged.store.messages import report_encrypted
+
+    if not report_encrypted(store, report_id):
+        yield None
+        return
+    if config.openpgp is None:
+        click.echo("note: OpenPGP is off ([openpgp]): encrypted messages are not read", err=True)
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        keyring: Keyring | None = None
+        try:
+            keyring = stack.enter_context(scratch_keyring(config))
+        except (ConfigError, OpenPGPError) as exc:
+            click.echo(
+                f"note: encrypted messages are not read (no text, no attachments; the numbers"
+                f" of later attachments shift): {exc}",
+                err=True,
+            )
+        yield keyring
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
@@ -310,7 +341,11 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
 
     config = _config(ctx)
     store = Store(config.database)
-    detail = report_detail(store, report_id.lower().lstrip("#"), config.limits)
+    report_id = report_id.lower().lstrip("#")
+    if store.report(report_id) is None:
+        _fail(f"no report {report_id}", 1)
+    with _reading_keys(config, store, report_id) as keyring:
+        detail = report_detail(store, report_id, config.limits, keyring)
     if detail is None:
         _fail(f"no report {report_id}", 1)
     if as_json:
@@ -337,6 +372,9 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
                 f"    attachment {a['index']}: {a['filename'] or '(no name)'} "
                 f"({a['content_type']}, {a['size']} bytes, sha256 {a['sha256']})"
             )
+        if m["unreadable"]:
+            click.echo(f"    (no text: {m['unreadable']})")
+            continue
         origin = " (converted from HTML)" if m["text_from_html"] else ""
         click.echo(f"    ----- text{origin} -----")
         for line in clean_body_text(m["text"]).splitlines() or ["(no text)"]:
@@ -365,6 +403,9 @@ def export(ctx: click.Context, report_id: str, directory: Path | None) -> None:
     """Write a report's raw messages (one mbox file) and attachments (one file each, mode 0600)
     into DIR, and print each file's SHA-256. Nothing is overwritten or unpacked.
 
+    Messages that came encrypted are in the mbox as received (ciphertext); their attachments
+    are written decrypted, numbered as `show` numbers them.
+
     Example: triaged export k7f3q9xm --output /secure/k7f3q9xm
     """
     from triaged.export import export as export_report
@@ -375,18 +416,27 @@ def export(ctx: click.Context, report_id: str, directory: Path | None) -> None:
     if store.report(report_id) is None:
         _fail(f"no report {report_id}", 1)
     target = directory or Path(f"report-{report_id}")
-    try:
-        written = export_report(store, report_id, config.limits, target)
-    except OSError as exc:
-        _fail(f"cannot write into {target}: {exc.strerror or exc}", 1)
-    for item in written:
+    with _reading_keys(config, store, report_id) as keyring:
+        try:
+            done = export_report(store, report_id, config.limits, target, keyring)
+        except OSError as exc:
+            _fail(f"cannot write into {target}: {exc.strerror or exc}", 1)
+    for item in done.written:
         # The sha256sum format, so that `sha256sum -c` can check the files later.
         click.echo(f"{item.sha256}  {item.path}")
-    attachments = len(written) - 1
+    attachments = len(done.written) - 1
     click.echo(
         f"report {report_id}: {attachments} attachment(s) and the messages written to {target}",
         err=True,
     )
+    if done.encrypted:
+        click.echo(
+            f"{done.encrypted} message(s) came encrypted: the mbox holds them as received"
+            " (ciphertext); their attachments are written decrypted",
+            err=True,
+        )
+    for number, why in done.unreadable:
+        click.echo(f"message #{number}: {why}; no attachment of it is written", err=True)
 
 
 @main.command()

@@ -6,6 +6,11 @@ by `core.files.safe_name`, which leaves no path separator, control character or 
 and files are created relative to the directory's descriptor without following links. The
 bytes are the stored ones: attachments as they were sent (archives are never unpacked), the
 messages as received, in mboxrd form ("From " lines inside a message get one more ">").
+
+A message that came encrypted is in the mbox as it came (ciphertext: the database keeps
+nothing else), and its attachments are written decrypted (`views.readable`), numbered as
+`show` and `/attachments` number them. One that cannot be decrypted is named, with why, in
+`Exported.unreadable`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from triaged.config import LimitsConfig
 from triaged.core.files import safe_name, write_new
 from triaged.core.timefmt import parse_ts
+from triaged.mail.openpgp import Keyring
 from triaged.mail.parse import attachment_data
 from triaged.store.db import Store
 from triaged.views import StoredMessage, report_messages
@@ -48,10 +54,19 @@ def mbox(messages: list[StoredMessage]) -> bytes:
     return b"".join(out)
 
 
-def export(store: Store, report_id: str, limits: LimitsConfig, directory: Path) -> list[Written]:
+@dataclass(frozen=True)
+class Exported:
+    written: list[Written]  # the mbox first, then the attachments
+    encrypted: int  # how many messages of the mbox are ciphertext (came encrypted)
+    unreadable: list[tuple[int, str]]  # (message number, why) of those that cannot be read
+
+
+def export(
+    store: Store, report_id: str, limits: LimitsConfig, directory: Path, keyring: Keyring | None
+) -> Exported:
     """Writes the report's messages and attachments into `directory` (created 0700 when
-    missing); returns what was written, the mbox first."""
-    messages = report_messages(store, report_id, limits)
+    missing); `keyring` decrypts the attachments of encrypted messages."""
+    messages = report_messages(store, report_id, limits, keyring=keyring)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     written: list[Written] = []
@@ -66,10 +81,12 @@ def export(store: Store, report_id: str, limits: LimitsConfig, directory: Path) 
         for stored in messages:
             if not stored.attachments:
                 continue
-            data = attachment_data(stored.row["raw"], limits)
+            data = attachment_data(stored.source, limits)
             for item in stored.attachments:
                 name = safe_name(item.attachment.filename, "attachment")
                 write(f"{item.index}-{name}", data[item.position], f"attachment {item.index}")
     finally:
         os.close(fd)
-    return written
+    encrypted = sum(1 for stored in messages if stored.openpgp and stored.openpgp.encrypted)
+    unreadable = [(int(m.row["id"]), m.unreadable) for m in messages if m.unreadable]
+    return Exported(written, encrypted, unreadable)

@@ -13,8 +13,10 @@ from typing import Any
 from triaged.config import LimitsConfig
 from triaged.core import events as ev
 from triaged.core import workflow as wf
+from triaged.core.protection import OpenPGPStatus
 from triaged.core.timefmt import parse_ts
 from triaged.errors import UnsafeMessage
+from triaged.mail.openpgp import Keyring, Reader
 from triaged.mail.parse import Attachment, ParsedMessage, attachment_data, parse
 from triaged.store import events
 from triaged.store.db import Store
@@ -29,7 +31,11 @@ def report_list(store: Store) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
-def report_detail(store: Store, report_id: str, limits: LimitsConfig) -> dict[str, Any] | None:
+def report_detail(
+    store: Store, report_id: str, limits: LimitsConfig, keyring: Keyring | None
+) -> dict[str, Any] | None:
+    """The report with everything stored about it; its messages read with `readable` (text
+    and attachments decrypted with `keyring`; `unreadable` says why a message cannot be)."""
     row = store.report(report_id)
     if row is None:
         return None
@@ -57,12 +63,13 @@ def report_detail(store: Store, report_id: str, limits: LimitsConfig) -> dict[st
             "openpgp": json.loads(stored.row["openpgp"]) if stored.row["openpgp"] else None,
             "text": stored.parsed.text if stored.parsed else "",
             "text_from_html": stored.parsed.text_from_html if stored.parsed else False,
+            "unreadable": stored.unreadable,
             "attachments": [
                 {"index": item.index, **_attachment_json(item.attachment)}
                 for item in stored.attachments
             ],
         }
-        for stored in report_messages(store, report_id, limits)
+        for stored in report_messages(store, report_id, limits, keyring=keyring)
     ]
     report["events"] = [
         {**dict(e), "detail": ev.decode_detail(e["detail"])}
@@ -135,18 +142,65 @@ class ReportAttachment:
 
 
 @dataclass(frozen=True)
+class Readable:
+    """A stored message as people read it: decrypted when it came encrypted."""
+
+    msg: ParsedMessage | None  # None when it cannot be read (then `problem` says why)
+    source: bytes  # the message its attachments' bytes are read from (the decrypted one)
+    problem: str | None = None
+
+
+def readable(row: sqlite3.Row, limits: LimitsConfig, keyring: Keyring | None) -> Readable:
+    """The readable message of a stored row (its `raw` and `openpgp` columns): the one function
+    `show`, `export`, `/attachments` and the notifications' attachment numbers read stored mail
+    through. The database keeps the ciphertext as received; a message that came encrypted is
+    decrypted here, in memory, with `keyring` (the daemon's, or the command line's scratch
+    one). One that cannot be decrypted has no text and no attachments, and `problem` says
+    why; its ciphertext (an "encrypted.asc" part) is never listed as an attachment."""
+    raw: bytes = row["raw"]
+    try:
+        parsed = parse(raw, limits)
+    except UnsafeMessage as exc:
+        return Readable(None, raw, f"cannot be parsed: {exc.reason}")
+    status = _status(row)
+    if status is None or not status.encrypted:
+        return Readable(parsed, raw)
+    if not status.decrypted:
+        return Readable(None, raw, f"encrypted; not decrypted when it arrived: {status.problem}")
+    if keyring is None:
+        return Readable(None, raw, "encrypted, and no OpenPGP key is at hand here to decrypt it")
+    opened = Reader(keyring, limits).reread(raw, parsed)
+    if opened.status is None or not opened.status.decrypted:
+        problem = opened.status.problem if opened.status else "not an encrypted message"
+        return Readable(None, raw, f"encrypted; cannot be decrypted here: {problem}")
+    return Readable(opened.msg, opened.source or raw)
+
+
+@dataclass(frozen=True)
 class StoredMessage:
     row: sqlite3.Row
-    parsed: ParsedMessage | None  # None when the stored bytes cannot be read (never for mail
-    # that was handled: it was parsed once already)
+    parsed: ParsedMessage | None  # decrypted; None when it cannot be read (see `unreadable`)
     attachments: tuple[ReportAttachment, ...]
+    source: bytes  # what the attachments' bytes are read from (`Readable.source`)
+    unreadable: str | None = None  # why it cannot be read, if it cannot
+
+    @property
+    def openpgp(self) -> OpenPGPStatus | None:
+        """How it came protected (as intake recorded it), None when it was not."""
+        return _status(self.row)
 
 
 def report_messages(
-    store: Store, report_id: str, limits: LimitsConfig, *, before: int | None = None
+    store: Store,
+    report_id: str,
+    limits: LimitsConfig,
+    *,
+    keyring: Keyring | None,
+    before: int | None = None,
 ) -> list[StoredMessage]:
     """The report's stored messages in arrival order (with `before`: those stored before that
-    message id), each parsed again, with its attachments numbered across the report."""
+    message id), each read again (`readable`), with its attachments numbered across the
+    report. `keyring` decrypts those that came encrypted (None: they are not read)."""
     rows = store.all(
         "SELECT id, kind, from_addr, subject, message_id, size, reason, received_at, raw,"
         " openpgp FROM messages WHERE report_id = ? AND raw IS NOT NULL AND id < ? ORDER BY id",
@@ -155,22 +209,21 @@ def report_messages(
     out: list[StoredMessage] = []
     index = 0
     for row in rows:
-        try:
-            parsed: ParsedMessage | None = parse(row["raw"], limits)
-        except UnsafeMessage:
-            parsed = None
+        read = readable(row, limits, keyring)
         numbered = []
-        for position, attachment in enumerate(parsed.attachments if parsed else ()):
+        for position, attachment in enumerate(read.msg.attachments if read.msg else ()):
             index += 1
             numbered.append(ReportAttachment(index, row["id"], position, attachment))
-        out.append(StoredMessage(row, parsed, tuple(numbered)))
+        out.append(StoredMessage(row, read.msg, tuple(numbered), read.source, read.problem))
     return out
 
 
-def attachment_count(store: Store, report_id: str, limits: LimitsConfig, before: int) -> int:
+def attachment_count(
+    store: Store, report_id: str, limits: LimitsConfig, before: int, keyring: Keyring | None
+) -> int:
     """How many attachments the report's messages stored before message `before` carry: the
     number of the next one is this plus one."""
-    messages = report_messages(store, report_id, limits, before=before)
+    messages = report_messages(store, report_id, limits, keyring=keyring, before=before)
     return sum(len(m.attachments) for m in messages)
 
 
@@ -186,10 +239,14 @@ def attachment_bytes(
         items = by_message.get(stored.row["id"])
         if not items:
             continue
-        data = attachment_data(stored.row["raw"], limits)
+        data = attachment_data(stored.source, limits)
         for item in items:
             out[item.index] = data[item.position]
     return out
+
+
+def _status(row: sqlite3.Row) -> OpenPGPStatus | None:
+    return OpenPGPStatus.from_json(json.loads(row["openpgp"])) if row["openpgp"] else None
 
 
 def _attachment_json(attachment: Attachment) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from triaged.core.timefmt import parse_ts, ts
 from triaged.disclosure.policy import after_transition, disclosure_context
 from triaged.errors import Refused
 from triaged.mail.compose import Composer, Outgoing
+from triaged.mail.openpgp import Keyring
 from triaged.mail.parse import clean_header_text
 from triaged.store import events, messages, reports
 from triaged.store.db import Store
@@ -56,6 +57,9 @@ class CommandContext:
     message: int | None
     now: datetime
     reply_text: str | None = None
+    # The daemon's OpenPGP keys (None: OpenPGP is off), to read the report's encrypted
+    # messages again (`views.report_messages`).
+    keyring: Keyring | None = None
     outgoing: list[Outgoing] = field(default_factory=list)
     reply_to_for: Callable[[str], str | None] = lambda _addr: None
     # The receipt and the notification of a report that comes in now (intake builds them): for

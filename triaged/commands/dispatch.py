@@ -51,7 +51,8 @@ class Dispatcher:
         self.store = store
         self.composer = composer
         self.key = key
-        # The maintainers' configured OpenPGP keys, for the "openpgp" proof.
+        # The daemon's OpenPGP keys: the maintainers' for the "openpgp" proof, the project's
+        # for commands that read a report's encrypted messages again.
         self.keyring = keyring
         self.announce = announce
 
@@ -118,6 +119,7 @@ class Dispatcher:
             now=now,
             reply_text=commands.reply,
             announce=self.announce,
+            keyring=self.keyring,
             reply_to_for=lambda address: (
                 self.reply_to(report_id, address)
                 if address in self.config.maintainers.members

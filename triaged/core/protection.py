@@ -61,6 +61,9 @@ class OpenPGPStatus:
     problem: str | None  # why an encrypted message could not be read
     signature: Signature | None
     keys: tuple[KeyOutcome, ...] = ()  # the keys it carried for its sender, and their fate
+    # The Subject triaged read (and stored) came from inside the encryption (protected
+    # headers), not from the header the message travelled with.
+    subject_protected: bool = False
 
     def describe(self) -> str:
         parts = []
@@ -91,6 +94,7 @@ class OpenPGPStatus:
             if sig
             else None,
             keys=tuple(KeyOutcome(**key) for key in data.get("keys", [])),
+            subject_protected=bool(data.get("subject_protected")),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -99,6 +103,7 @@ class OpenPGPStatus:
             "decrypted": self.decrypted,
             "problem": self.problem,
             "signature": None,
+            "subject_protected": self.subject_protected,
         }
         if self.signature is not None:
             sig = self.signature

@@ -540,7 +540,8 @@ class IntakeRunner:
         events.record(self.store, report_id, now, ev.FOLLOWUP, actor=msg.from_addr, message=number)
         report = self.store.report(report_id)
         text, truncated = _cap(msg.text)
-        earlier = attachment_count(self.store, report_id, self.config.limits, before=number)
+        keyring = self.reader.keyring if self.reader is not None else None
+        earlier = attachment_count(self.store, report_id, self.config.limits, number, keyring)
         context = {
             "sender": msg.from_addr,
             "title": report["title"] if report else "",

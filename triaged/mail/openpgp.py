@@ -105,6 +105,9 @@ _UID_ADDRESS = re.compile(r"<([^<>]*)>$")
 class Opened:
     msg: ParsedMessage  # the message as triaged reads it: decrypted, the signed text
     status: OpenPGPStatus | None  # None: neither encrypted nor signed
+    # The decrypted message `msg` was parsed from (its attachments' bytes are read from it:
+    # `parse.attachment_data`); None when they are those of the raw message as received.
+    source: bytes | None = None
 
 
 # --- the keyring ------------------------------------------------------------------------------
@@ -546,20 +549,29 @@ def combine(raw: bytes, entity: bytes) -> bytes:
     outer_head, _ = _split_head(raw)
     inner_head, body = _split_head(entity)
     inner = _fields(inner_head)
-    inner_type = next((text for name, text in inner if name == "content-type"), b"")
-    protected = b"protected-headers" in inner_type.lower()
-    subject = next((text for name, text in inner if name == "subject"), None)
+    subject = protected_subject(entity)
     drop = set(_CONTENT_FIELDS)
-    if protected and subject is not None:
+    if subject is not None:
         drop.add("subject")
     out = [_eol(text) for name, text in _fields(outer_head) if name not in drop]
-    if protected and subject is not None:
+    if subject is not None:
         out.append(_eol(subject))
     out.append(b"MIME-Version: 1.0\r\n")
     out += [_eol(text) for name, text in inner if name.startswith("content-")]
     if not any(name == "content-type" for name, _ in inner):
         out.append(b"Content-Type: text/plain\r\n")
     return b"".join(out) + b"\r\n" + body
+
+
+def protected_subject(entity: bytes) -> bytes | None:
+    """The Subject field of a decrypted entity marked as carrying protected headers (it
+    replaces the outer one), or None."""
+    head, _ = _split_head(entity)
+    fields = _fields(head)
+    content_type = next((text for name, text in fields if name == "content-type"), b"")
+    if b"protected-headers" not in content_type.lower():
+        return None
+    return next((text for name, text in fields if name == "subject"), None)
 
 
 def _with_text(raw: bytes, text: str) -> bytes:
@@ -723,6 +735,18 @@ class Reader:
             opened = replace(opened, status=replace(status, keys=tuple(keys)))
         return replace(opened, msg=_mark(opened, self.keyring))
 
+    def reread(self, raw: bytes, msg: ParsedMessage) -> Opened:
+        """A stored message read again (`msg` is `parse(raw)`): decrypted and verified as
+        `open` does, but no key it carries is taken. Never raises for anything it holds."""
+        if not interesting(raw):
+            return Opened(msg, None)
+        try:
+            root = parse_tree(raw, self.limits)
+        except UnsafeMessage:
+            return Opened(msg, None)
+        opened, _ = self._open(raw, msg, root)
+        return opened
+
     def _open(self, raw: bytes, msg: ParsedMessage, root: Message) -> tuple[Opened, list[bytes]]:
         ctype, params = _content(root)
         protocol = (content_param(params, "protocol") or "").strip().lower()
@@ -785,8 +809,10 @@ class Reader:
             # Signed, then encrypted (RFC 3156, 6.1), as mutt does.
             nested = self._signed(combined, inner, inner_root, plain, whole=True)
             signature = nested.status.signature if nested.status else None
-        status = OpenPGPStatus(True, True, None, signature)
-        return Opened(inner, status), _keys_in(inner_root)
+        status = OpenPGPStatus(
+            True, True, None, signature, subject_protected=protected_subject(plain) is not None
+        )
+        return Opened(inner, status, combined), _keys_in(inner_root)
 
     def _signed(
         self, raw: bytes, msg: ParsedMessage, root: Message, entity: bytes, whole: bool

@@ -113,3 +113,24 @@ def set_uidvalidity(store: Store, mailbox: str, uidvalidity: int, at: datetime) 
         "INSERT OR REPLACE INTO mailbox_state (mailbox, uidvalidity, updated_at) VALUES (?, ?, ?)",
         (mailbox, uidvalidity, ts(at)),
     )
+
+
+def report_encrypted(store: Store, report_id: str) -> bool:
+    """Whether a message of the report came encrypted (read by triaged or not)."""
+    row = store.one(
+        "SELECT 1 FROM messages WHERE report_id = ? AND json_extract(openpgp, '$.encrypted')"
+        " LIMIT 1",
+        (report_id,),
+    )
+    return row is not None
+
+
+def protected_subjects(store: Store) -> list[tuple[str, str | None]]:
+    """(subject, report id or None) of each stored message whose Subject was read from inside
+    its encryption (OpenPGP protected headers); a report's title is its first one's."""
+    rows = store.all(
+        "SELECT DISTINCT subject, report_id FROM messages"
+        " WHERE openpgp IS NOT NULL AND json_extract(openpgp, '$.subject_protected')"
+        " AND subject IS NOT NULL AND subject != ''"
+    )
+    return [(str(row["subject"]), row["report_id"]) for row in rows]
