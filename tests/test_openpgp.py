@@ -329,3 +329,51 @@ def test_sealed_mail_decrypts_for_the_recipient_with_protected_headers(
     assert "[security report #abcd2345]" in inner.get_content()
     # The project key can read its own copy too.
     assert keyring.decrypt(armour, 10**6)[0] == plain
+
+
+# --- what a maintainer without a key may read, under "require" (mail/sealing.py) -----------------
+
+
+def _composed(tmp_dir: Path, subject: str, text: str) -> bytes:
+    from datetime import UTC, datetime
+
+    from triaged.mail.compose import Composer
+
+    composer = Composer(make_config(tmp_dir / "cfg"))
+    out = composer.build(
+        kind="clock",
+        to="bob@example.org",
+        subject=subject,
+        template="transcript.txt",
+        context={"actor": text, "lines": [], "state": "new", "note": False},
+        now=datetime.now(UTC),
+        report_id="k7f3q9xm",
+    )
+    return out.raw
+
+
+def test_protected_subjects_are_replaced_whole_in_subject_and_text(tmp_dir: Path) -> None:
+    from triaged.mail.sealing import hide_protected
+
+    title = "Überlauf im Importer " + "x" * 80  # encoded words and a long, base64 text line
+    raw = _composed(tmp_dir, f"About {title}", f"{title}; also reported: Importers")
+    hidden = message_from_bytes(
+        hide_protected(raw, [(title, "k7f3q9xm"), ("Importer", None)]), policy=default
+    )
+    assert hidden["Subject"] == "[security report #k7f3q9xm] About encrypted report #k7f3q9xm"
+    text = hidden.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    # Whole subjects only, in one pass: "Importers" is another word, and the replacement of
+    # the title is not looked at again for "Importer".
+    assert "from encrypted report #k7f3q9xm; also reported: Importers" in text
+    assert "Überlauf" not in text
+    assert hidden["Message-ID"] == message_from_bytes(raw, policy=default)["Message-ID"]
+
+
+def test_a_subject_several_reports_share_names_none_of_them(tmp_dir: Path) -> None:
+    from triaged.mail.sealing import hide_protected
+
+    raw = _composed(tmp_dir, "Digest", "RCE in the importer")
+    hidden = hide_protected(raw, [("RCE in the importer", "aaaa"), ("RCE in the importer", "b")])
+    assert "from encrypted subject" in message_from_bytes(hidden, policy=default).get_content()  # type: ignore[attr-defined]
+    # Nothing protected in it: the very same bytes.
+    assert hide_protected(raw, [("Something else", "aaaa")]) is raw

@@ -8,7 +8,7 @@ import json
 import mailbox
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
@@ -361,6 +361,123 @@ def test_require_sends_no_text_to_a_keyless_maintainer(
         assert states[("bob@example.org", "notify")] == "withheld"
     finally:
         harness.close()
+
+
+TITLE = "Secret subject about the importer"
+
+
+def _bob_sees(captured: Captured) -> str:
+    """Everything a keyless maintainer can read of a mail: its raw bytes, and its decoded
+    subject and text (a subject may travel RFC 2047-encoded, a text base64-encoded)."""
+    return "\n".join(
+        [captured.raw.decode("utf-8", "replace"), str(captured.msg["Subject"]), _text(captured.msg)]
+    )
+
+
+def test_require_names_an_encrypted_report_to_a_keyless_maintainer_only_by_its_id(
+    tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink, people: People
+) -> None:
+    from triaged.clocks.runner import ClockRunner
+    from triaged.digest import compose
+    from triaged.mail.compose import Composer
+    from triaged.service.outbox import enqueue
+
+    harness = _openpgp_desk(
+        tmp_dir,
+        imap_account,
+        smtp_sink,
+        people,
+        openpgp={"encrypted_to_maintainers": "require"},
+    )
+    reporter = people.reporter
+    project = [people.project.fingerprint]
+    try:
+        entity = text_entity(REPORT, subject=TITLE, key=reporter.public_key)
+        imap_account.append(pgp_mime(reporter, PROJECT, "...", entity, project))
+        harness.pump()
+        report_id = _report_id(harness)
+        tag = f"[security report #{report_id}]"
+        hidden = f"encrypted report #{report_id}"
+        # Bob asks for the report's summary; his transcript names the report, not its title.
+        reply_to = harness.intake.dispatcher.reply_to(report_id, "bob@example.org")
+        assert reply_to is not None
+        imap_account.append(
+            mail(sender="bob@example.org", to=reply_to, subject=f"Re: {tag}", body="/status\n")
+        )
+        # The reporter writes again, encrypted; and reports something else in clear, which
+        # the new-report notification names as possibly related to the encrypted one.
+        imap_account.append(
+            pgp_mime(reporter, PROJECT, f"Re: {tag} ...", text_entity("More.\n"), project)
+        )
+        imap_account.append(mail(sender=reporter.address, subject="Another bug"))
+        # Bob can encrypt, though triaged has no key of his: his encrypted commands are
+        # applied, and their transcript, which echoes them, is not sent to him in clear.
+        entity = text_entity("/severity high\n")
+        imap_account.append(pgp_mime(people.bob, reply_to, f"Re: {tag} ...", entity, project))
+        harness.pump()
+        assert harness.show(report_id)["severity"] == "high"
+        # Two days on: the acknowledge deadlines are missed; the digest goes out.
+        later = datetime.now(UTC) + timedelta(hours=49)
+        ClockRunner(harness.config, harness.store).run_once(later)
+        with harness.store.transaction():
+            enqueue(
+                harness.store,
+                compose(harness.config, harness.store, Composer(harness.config), later),
+                later,
+            )
+        harness.outbox.run_once(later)
+
+        to_bob = _to(smtp_sink, "bob@example.org")
+        for captured in to_bob:
+            assert TITLE not in _bob_sees(captured), captured.raw[:600]
+            assert SECRET_WORD not in _bob_sees(captured)
+
+        def text_of(subject_part: str) -> str:
+            (found,) = [m for m in to_bob if subject_part in str(m.msg["Subject"])]
+            return _text(found.msg)
+
+        assert f"report:    {report_id} {hidden}" in text_of("Commands: done /status")
+        assert f"#{report_id} ({hidden}): same sender" in text_of("New report: Another bug")
+        missed = [m for m in to_bob if str(m.msg["Subject"]).startswith(f"{tag} Missed:")]
+        assert f"Title:    {hidden}" in _text(missed[0].msg)
+        assert hidden in text_of("digest")
+        # What carries the reporter's words is withheld, and a notice says so in its place.
+        withheld = [_text(m.msg) for m in to_bob if "mail withheld" in str(m.msg["Subject"])]
+        assert any("notification of the report" in text for text in withheld)
+        assert any("forwarded follow-up" in text for text in withheld)
+        assert any("transcript of your encrypted commands" in text for text in withheld)
+        assert not [m for m in to_bob if "done /severity" in str(m.msg["Subject"])]
+        # Alice has a key: she reads the title.
+        to_alice = [_opened(people.alice, m)[0] for m in _to(smtp_sink, "alice@example.org")]
+        assert any(
+            f"Title:    {TITLE}" in _text(m) for m in to_alice if "Missed:" in str(m["Subject"])
+        )
+    finally:
+        harness.close()
+
+
+def test_nothing_of_an_encrypted_text_is_stored_as_related_report_terms(
+    desk: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink, people: People
+) -> None:
+    text = "CVE-2026-1234: the importer unpacks evil.tar over /srv/app/config.\n"
+    entity = text_entity(text, subject="Importer bug", key=people.reporter.public_key)
+    imap_account.append(
+        pgp_mime(people.reporter, PROJECT, "...", entity, [people.project.fingerprint])
+    )
+    desk.pump()
+    report_id = _report_id(desk)
+    rows = desk.store.all("SELECT term FROM report_terms WHERE report_id = ?", (report_id,))
+    assert sorted(row["term"] for row in rows) == [
+        "sender:reporter@outside.example",
+        "subject:importer bug",
+    ]
+    # A report in clear naming the same CVE and file is not linked to it by them.
+    imap_account.append(mail(sender="other@outside.example", subject="Unrelated", body=text))
+    desk.pump()
+    smtp_sink.wait_for(6)
+    notification = _to(smtp_sink, "bob@example.org")[-1]
+    assert "New report: Unrelated" in str(notification.msg["Subject"])
+    assert report_id not in _text(notification.msg)
 
 
 def test_mail_to_a_keyless_reporter_who_wrote_encrypted_is_held(

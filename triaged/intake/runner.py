@@ -417,7 +417,11 @@ class IntakeRunner:
             state=state,
         )
         number = self._store(incoming, msg, c.REPORT, decision.reason, report_id)
-        terms.add(self.store, report_id, related.terms(msg.from_addr, msg.subject, msg.text))
+        # Terms are stored in clear: of a report that came encrypted, only those of what is
+        # stored in clear anyway (its sender and title), never of its decrypted text.
+        encrypted = msg.openpgp is not None and msg.openpgp.encrypted
+        text = "" if encrypted else msg.text
+        terms.add(self.store, report_id, related.terms(msg.from_addr, msg.subject, text))
         return report_id, number
 
     def _released(self, report_id: str, now: datetime) -> list[Outgoing]:

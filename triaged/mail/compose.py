@@ -15,9 +15,10 @@ import binascii
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, default
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,26 @@ class Composer:
             )
             for address in recipients
         ]
+
+
+def rewrite_text(raw: bytes, change: Callable[[str], str]) -> bytes:
+    """`raw`, a message `Composer.build` wrote, with `change` applied to its Subject and to the
+    text of each text/plain part that is not an attachment; the same bytes when nothing
+    changes. Rare (see triaged/mail/sealing.py), so the stdlib writes the changed message."""
+    msg = message_from_bytes(raw, policy=default)
+    changed = False
+    subject = str(msg.get("Subject", ""))
+    new = change(subject)
+    if new != subject:
+        msg.replace_header("Subject", clean_header_text(new, 998))
+        changed = True
+    for part in msg.walk():
+        if part.get_content_type() != "text/plain" or part.is_attachment():
+            continue
+        assert isinstance(part, EmailMessage)
+        text = part.get_content()
+        new = change(text)
+        if new != text:
+            part.set_content(new, charset="utf-8")
+            changed = True
+    return msg.as_bytes(policy=SMTP) if changed else raw

@@ -134,3 +134,13 @@ def protected_subjects(store: Store) -> list[tuple[str, str | None]]:
         " AND subject IS NOT NULL AND subject != ''"
     )
     return [(str(row["subject"]), row["report_id"]) for row in rows]
+
+
+def came_encrypted(store: Store, message_id: str) -> bool:
+    """Whether the stored message with this Message-ID came encrypted."""
+    row = store.one(
+        "SELECT 1 FROM messages WHERE message_id = ? AND json_extract(openpgp, '$.encrypted')"
+        " LIMIT 1",
+        (message_id,),
+    )
+    return row is not None
