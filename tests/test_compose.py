@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from helpers import make_config
 
+from triaged.core.text import clean_header_text
 from triaged.mail.compose import Composer, _body
-from triaged.mail.parse import clean_header_text
 
 NOW = datetime(2026, 11, 22, 14, 0, tzinfo=UTC)
 HOSTILE_SUBJECTS = [

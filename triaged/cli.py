@@ -337,7 +337,7 @@ def show(ctx: click.Context, report_id: str, as_json: bool) -> None:
 
     Example: triaged show k7f3q9xm --json
     """
-    from triaged.mail.parse import clean_body_text
+    from triaged.core.text import clean_body_text
 
     config = _config(ctx)
     store = Store(config.database)

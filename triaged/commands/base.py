@@ -19,13 +19,12 @@ from typing import Any, ClassVar
 from triaged.config import Config
 from triaged.core import events as ev
 from triaged.core import workflow as wf
-from triaged.core.text import parse_address
+from triaged.core.text import clean_header_text, parse_address
 from triaged.core.timefmt import parse_ts, ts
 from triaged.disclosure.policy import after_transition, disclosure_context
 from triaged.errors import Refused
 from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.openpgp import Keyring
-from triaged.mail.parse import clean_header_text
 from triaged.store import events, messages, reports
 from triaged.store.db import Store
 

@@ -14,11 +14,11 @@ from triaged.commands.base import (
     text_argument,
 )
 from triaged.core.related import cve_term
+from triaged.core.text import clean_header_text
 from triaged.core.versions import touches_only_unsupported
 from triaged.disclosure import embargo
 from triaged.disclosure.credit import ask_credit_once
 from triaged.disclosure.policy import disclose, fixed_at
-from triaged.mail.parse import clean_header_text
 from triaged.store import terms
 
 _CVE = re.compile(r"^CVE-\d{4}-\d{4,19}$")

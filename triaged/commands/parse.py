@@ -16,16 +16,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from triaged.core.text import LINE_AND_BIDI_CHARS, SURROGATE_CHARS, TEXT_CONTROL_CHARS
+
 __all__ = ["MAX_LINE", "CommandLine", "Commands", "extract"]
 
 MAX_LINE = 500  # characters of one command line, after cleaning
 
 # Removed from all text: C0 controls but tab and newline, DEL, C1, and lone surrogates (which
 # could not be encoded into a mail anyway).
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]+")
+_CONTROL = re.compile(f"[{TEXT_CONTROL_CHARS}{SURROGATE_CHARS}]+")
 # Also removed from a command line, which is shown on one line in the transcript: the line and
 # paragraph separators and the bidi embedding, override and isolate controls.
-_LINE_UNSAFE = re.compile("[\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
+_LINE_UNSAFE = re.compile(f"[{LINE_AND_BIDI_CHARS}]+")
 # Invisible characters some clients put before the first line.
 _INVISIBLE_LEAD = "\ufeff\u200b\u200c\u200d\u2060"
 

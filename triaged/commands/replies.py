@@ -16,10 +16,10 @@ from typing import Any
 
 import jinja2
 
+from triaged.core.text import clean_header_text
 from triaged.core.timefmt import parse_ts
 from triaged.errors import Refused
 from triaged.mail.compose import Composer
-from triaged.mail.parse import clean_header_text
 
 FOLDER = "replies"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

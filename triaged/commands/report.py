@@ -21,9 +21,9 @@ from triaged.commands.base import (
 )
 from triaged.config import SEVERITIES
 from triaged.core import workflow as wf
+from triaged.core.text import clean_header_text
 from triaged.disclosure.credit import reporter_credit
 from triaged.disclosure.policy import disclose
-from triaged.mail.parse import clean_header_text
 from triaged.store import events, reports
 from triaged.store.db import Store
 

@@ -6,7 +6,7 @@ from triaged.commands.base import Command, CommandContext, Refused, one_argument
 from triaged.config import Config
 from triaged.core import events as ev
 from triaged.core import workflow as wf
-from triaged.mail.parse import clean_header_text
+from triaged.core.text import clean_header_text
 from triaged.store import blocklist
 
 DOMAIN = "domain"

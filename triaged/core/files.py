@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from triaged.core.text import UNSAFE_CHARS
+
 
 def fsync_path(path: Path) -> None:
     """Flushes a file, or a directory's entries (after a rename or link), to disk."""
@@ -18,9 +20,7 @@ def fsync_path(path: Path) -> None:
 
 # Characters never kept in a file name written from a name a sender chose: path separators,
 # NUL and every control character (C0, DEL, C1, line and paragraph separators, bidi controls).
-_UNSAFE_NAME = re.compile(
-    "[/\\\\\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]+"
-)
+_UNSAFE_NAME = re.compile(f"[/\\\\{UNSAFE_CHARS}]+")
 MAX_NAME_BYTES = 200  # of UTF-8; file systems allow 255
 
 

@@ -1,5 +1,12 @@
-"""Addresses: the one place where text becomes an e-mail address.
+"""Text from outside: the one place where it is made safe to show, and where it becomes an
+e-mail address.
 
+Safe to show: `UNSAFE_CHARS` is the one definition of the characters that act instead of
+showing (C0, DEL, C1 with U+0085, the line and paragraph separators, the bidi embedding,
+override and isolate controls, lone surrogates); `clean_header_text` and `clean_body_text`
+apply it, and every other filter of control characters is built from it.
+
+Addresses:
 Every address triaged acts on is read here: the From of a message, the recipients that carry
 a reply token, the Return-Path, the domains of an Authentication-Results header, the
 maintainers and addresses of the configuration, and the arguments of `/assign` and `/cc`.
@@ -16,7 +23,59 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["AddressList", "Mailbox", "address_list", "parse_address", "parse_domain"]
+__all__ = [
+    "CONTROL_CHARS",
+    "LINE_AND_BIDI_CHARS",
+    "SURROGATE_CHARS",
+    "TEXT_CONTROL_CHARS",
+    "UNSAFE_CHARS",
+    "AddressList",
+    "Mailbox",
+    "address_list",
+    "clean_body_text",
+    "clean_header_text",
+    "parse_address",
+    "parse_domain",
+]
+
+# --- making text safe -------------------------------------------------------------------------
+
+# The bodies of regex character classes, to be put between [ and ].
+CONTROL_CHARS = "\x00-\x1f\x7f-\x9f"  # C0, DEL, C1 (which holds U+0085)
+# The same but tab and line feed, which are text in a body.
+TEXT_CONTROL_CHARS = "\x00-\x08\x0b-\x1f\x7f-\x9f"
+LINE_AND_BIDI_CHARS = "\u2028\u2029\u202a-\u202e\u2066-\u2069"
+SURROGATE_CHARS = "\ud800-\udfff"
+UNSAFE_CHARS = CONTROL_CHARS + LINE_AND_BIDI_CHARS + SURROGATE_CHARS
+
+_UNSAFE = re.compile(f"[{UNSAFE_CHARS}]+")
+# The same, but line feeds and tabs are text here.
+_UNSAFE_IN_TEXT = re.compile(f"[{TEXT_CONTROL_CHARS}{LINE_AND_BIDI_CHARS}{SURROGATE_CHARS}]")
+
+
+def clean_header_text(value: str, max_len: int = 300) -> str:
+    """Makes `value` safe for one header line: decodes nothing.
+
+    Every unsafe character (`UNSAFE_CHARS`) becomes a space, runs of whitespace collapse to one
+    space, the ends are stripped, and the result is cut to `max_len` characters.
+    """
+    if max_len <= 0:
+        return ""
+    text = " ".join(_UNSAFE.sub(" ", value).split())
+    if len(text) > max_len:
+        text = text[:max_len].rstrip()
+    return text
+
+
+def clean_body_text(value: str) -> str:
+    """Makes a message's text safe to print on a terminal: line feeds and tabs stay, every
+    other unsafe character (escape sequences, carriage returns, bidi overrides) becomes
+    U+FFFD, so it is seen but does nothing."""
+    return _UNSAFE_IN_TEXT.sub("\ufffd", value)
+
+
+# --- addresses --------------------------------------------------------------------------------
+
 
 MAX_ADDRESS = 254  # RFC 5321's limit for a forward path, less the angle brackets
 MAX_LOCAL = 64

@@ -29,9 +29,9 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 from triaged.config import Config
+from triaged.core.text import clean_header_text
 from triaged.core.versions import parse_range
 from triaged.disclosure.credit import ANONYMOUS, NAME, NONE, Credit, reporter_credit
-from triaged.mail.parse import clean_header_text
 
 # 1.6.2 is the first OSV schema version with the CVSS_V4 severity type.
 OSV_SCHEMA_VERSION = "1.6.2"

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 from triaged.config import Config
 from triaged.core import events as ev
+from triaged.core.text import clean_header_text
 from triaged.core.timefmt import ts
 from triaged.mail.compose import Composer
-from triaged.mail.parse import clean_header_text
 from triaged.store import events
 from triaged.store.db import Store
 

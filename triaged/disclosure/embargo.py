@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 
 from triaged.core import workflow as wf
 from triaged.core.durations import add, parse_duration
+from triaged.core.text import clean_header_text
 from triaged.errors import Refused
-from triaged.mail.parse import clean_header_text
 
 if TYPE_CHECKING:
     from triaged.config import PolicyConfig

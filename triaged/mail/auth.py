@@ -33,7 +33,12 @@ from pathlib import Path
 
 from triaged.core.files import fsync_path
 from triaged.core.protection import GOOD, Signature
-from triaged.core.text import parse_address, parse_domain
+from triaged.core.text import (
+    CONTROL_CHARS,
+    LINE_AND_BIDI_CHARS,
+    parse_address,
+    parse_domain,
+)
 from triaged.errors import ConfigError
 
 __all__ = [
@@ -405,7 +410,7 @@ def openpgp_proof(signature: Signature | None, sender_keys: Collection[str], sho
     return Verdict(True, "openpgp", f"{shown} signed it with their key {signature.fingerprint}")
 
 
-_SHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+")
+_SHOWN = re.compile(f"[{CONTROL_CHARS}{LINE_AND_BIDI_CHARS}]+")
 
 
 def _show(text: str) -> str:

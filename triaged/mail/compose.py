@@ -28,7 +28,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from triaged.config import Config
 from triaged.core.ids import new_message_id, tag
-from triaged.mail.parse import clean_header_text
+from triaged.core.text import clean_header_text
 
 MAX_LINE = 78  # RFC 5322's recommended line length, as the stdlib's policy folds
 _WORD_BYTES = 39  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 52 + "?=" is 64 characters

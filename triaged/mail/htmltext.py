@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
 from bs4.element import NavigableString, PageElement, PreformattedString, Tag
 
+from triaged.core.text import CONTROL_CHARS, LINE_AND_BIDI_CHARS
+
 __all__ = ["MAX_HTML_CHARS", "to_text"]
 
 # The most HTML converted (characters): html.parser builds about 100,000 tags a second, so a
@@ -64,7 +66,7 @@ _HIDDEN_STYLE = re.compile(
     re.IGNORECASE,
 )
 _SPACE = re.compile(r"[ \t\n\r\f\v]+")  # HTML's white space; a no-break space stays
-_URL_JUNK = re.compile("[\\s\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069<>]+")
+_URL_JUNK = re.compile(f"[\\s{CONTROL_CHARS}{LINE_AND_BIDI_CHARS}<>]+")
 _SHOWN_SCHEMES = ("http://", "https://", "ftp://", "mailto:")
 
 

@@ -41,6 +41,7 @@ from oauthlib.oauth2 import (
 
 from triaged.config import Config, OAuth2Config, Secret
 from triaged.core.files import fsync_path
+from triaged.core.text import CONTROL_CHARS
 from triaged.errors import TokenError
 from triaged.mail.providers import PROVIDERS
 
@@ -54,7 +55,7 @@ TIMEOUT = 30.0
 MAX_RESPONSE = 64 * 1024
 # Answers of the token endpoint after which trying again alone cannot help.
 _LASTING = {"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope"}
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]+")
 
 Clock = Callable[[], float]
 

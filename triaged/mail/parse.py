@@ -35,7 +35,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from triaged.config import LimitsConfig
 from triaged.core.protection import OpenPGPStatus
-from triaged.core.text import address_list, parse_address
+from triaged.core.text import (
+    UNSAFE_CHARS,
+    address_list,
+    clean_body_text,
+    clean_header_text,
+    parse_address,
+)
 from triaged.errors import UnsafeMessage
 from triaged.mail.htmltext import MAX_HTML_CHARS, to_text
 
@@ -143,41 +149,7 @@ class ParsedMessage:
         return [value for field, value in self.fields if field == key]
 
 
-# --- making text safe -------------------------------------------------------------------------
-
-# C0, DEL, C1 (which holds U+0085), the Unicode line and paragraph separators, the bidi
-# embedding/override/isolate controls, and lone surrogates.
-_UNSAFE_CHARS = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]+"
-)
-
-
-def clean_header_text(value: str, max_len: int = 300) -> str:
-    """Makes `value` safe for one header line: decodes nothing.
-
-    Every control character (C0, DEL, C1 with U+0085, U+2028/U+2029, bidi overrides) becomes
-    a space, runs of whitespace collapse to one space, the ends are stripped, and the result
-    is cut to `max_len` characters.
-    """
-    if max_len <= 0:
-        return ""
-    text = " ".join(_UNSAFE_CHARS.sub(" ", value).split())
-    if len(text) > max_len:
-        text = text[:max_len].rstrip()
-    return text
-
-
-# The same, but line feeds and tabs are text here.
-_UNSAFE_IN_TEXT = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
-
-
-def clean_body_text(value: str) -> str:
-    """Makes a message's text safe to print on a terminal: line feeds and tabs stay, every
-    other control character (escape sequences, carriage returns, bidi overrides) becomes
-    U+FFFD, so it is seen but does nothing."""
-    return _UNSAFE_IN_TEXT.sub("\ufffd", value)
+# --- decoding header text ------------------------------------------------------------------
 
 
 def _text(value: str) -> str:
@@ -611,7 +583,7 @@ def _return_path(raw: str | None) -> str | None:
 
 _ANGLE_TOKEN = re.compile(r"<([^<>]{1,2000})>")
 _BARE_ID = re.compile(r"[^\s<>@]+@[^\s<>@]+")
-_ID_JUNK = re.compile("[\\s\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]+")
+_ID_JUNK = re.compile(f"[\\s{UNSAFE_CHARS}]+")
 
 
 def _message_ids(raw: str | None) -> list[str]:

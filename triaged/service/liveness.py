@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from triaged.config import Config
 from triaged.core.durations import span
+from triaged.core.text import CONTROL_CHARS
 from triaged.core.timefmt import parse_ts
 from triaged.mail.compose import Composer, Outgoing
 from triaged.service.outbox import enqueue
@@ -45,7 +46,7 @@ _SUBJECTS = {
 }
 _WHAT = {MAILBOX: "mailbox", SMTP: "SMTP"}
 MAX_ERROR = 1000
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]+")
 
 
 @dataclass(frozen=True)
