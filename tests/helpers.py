@@ -297,6 +297,15 @@ def imap_config(
     return make_config(directory, sections=sections)
 
 
+def lmtp_config(directory: Path, sink: Any, url: str, **limits: Any) -> Config:
+    """A config whose mailbox is triaged's own LMTP server at `url`, sending to the SMTP sink."""
+    sections = base_sections(directory, mailbox_url=url, smtp_url=sink.url)
+    sections["smtp"].update(retry_initial="1s", retry_max="2s")
+    if limits:
+        sections["limits"] = dict(limits)
+    return make_config(directory, sections=sections)
+
+
 def with_reports(
     directory: Path, account: Any, sink: Any, n: int, batch_size: int, prefix: str = "r"
 ) -> Config:

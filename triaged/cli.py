@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -32,6 +32,9 @@ from triaged.logs import setup_logging
 from triaged.mail.openpgp import Keyring
 from triaged.store.db import Store
 from triaged.views import deadline_list, report_detail, report_list
+
+if TYPE_CHECKING:
+    from triaged.mail.oauth2 import TokenManager
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +127,6 @@ def check(ctx: click.Context) -> None:
 
     Example: triaged --config /etc/triaged/config.toml check
     """
-    from triaged.mail.mailbox import open_mailbox
     from triaged.mail.oauth2 import tokens_for
     from triaged.mail.transport import open_transport
 
@@ -143,17 +145,7 @@ def check(ctx: click.Context) -> None:
         except TokenError as exc:
             click.echo(f"oauth2: FAILED: {exc}")
             failed = True
-    mailbox = open_mailbox(config.mailbox, tokens)
-    auth = _auth_name(config.mailbox.auth, config.mailbox.endpoint.is_maildir, True)
-    try:
-        mailbox.connect()
-        waiting = len(mailbox.pending())
-        click.echo(f"mailbox: ok ({config.mailbox.endpoint.display()}, {auth}, {waiting} waiting)")
-    except MailboxError as exc:
-        click.echo(f"mailbox: FAILED ({auth}): {exc}")
-        failed = True
-    finally:
-        mailbox.close()
+    failed = not _check_mailbox(config, tokens) or failed
     transport = open_transport(config.smtp, tokens)
     auth = _auth_name(
         config.smtp.auth, config.smtp.endpoint.is_maildir, config.smtp.password is not None
@@ -168,6 +160,35 @@ def check(ctx: click.Context) -> None:
     if config.openpgp is not None:
         failed = not _check_openpgp(config) or failed
     sys.exit(EXIT_UNREACHABLE if failed else 0)
+
+
+def _check_mailbox(config: Config, tokens: TokenManager | None) -> bool:
+    """One line on the mailbox: logged in and looked (IMAP, Maildir), or LMTP spoken with."""
+    from triaged.mail.mailbox import lmtp, open_mailbox
+
+    endpoint = config.mailbox.endpoint
+    if endpoint.is_lmtp:
+        try:
+            said = lmtp.check(
+                config.mailbox, config.project.address, config.limits.max_message_size
+            )
+        except MailboxError as exc:
+            click.echo(f"mailbox: FAILED (LMTP): {exc}")
+            return False
+        click.echo(f"mailbox: ok ({endpoint.display()}, LMTP: {said})")
+        return True
+    mailbox = open_mailbox(config.mailbox, tokens)
+    auth = _auth_name(config.mailbox.auth, endpoint.is_maildir, True)
+    try:
+        mailbox.connect()
+        waiting = len(mailbox.pending())
+        click.echo(f"mailbox: ok ({endpoint.display()}, {auth}, {waiting} waiting)")
+    except MailboxError as exc:
+        click.echo(f"mailbox: FAILED ({auth}): {exc}")
+        return False
+    finally:
+        mailbox.close()
+    return True
 
 
 def _check_openpgp(config: Config) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from triaged.core.durations import Calendar, Duration, Share, parse_duration, parse_offset
@@ -62,11 +62,21 @@ class Endpoint:
     host: str = ""
     port: int = 0
     username: str = ""
-    path: str = ""  # IMAP folder, or the Maildir directory
+    path: str = ""  # IMAP folder, the Maildir directory, or the LMTP server's Unix socket
 
     @property
     def is_maildir(self) -> bool:
         return self.scheme == "maildir"
+
+    @property
+    def is_lmtp(self) -> bool:
+        """triaged is the server: the MTA delivers to it (lmtp://host:port, lmtp+unix://path)."""
+        return self.scheme in ("lmtp", "lmtp+unix")
+
+    @property
+    def has_login(self) -> bool:
+        """Whether triaged logs in to it (not a Maildir, not its own LMTP server)."""
+        return not self.is_maildir and not self.is_lmtp
 
     @property
     def tls(self) -> str:
@@ -80,6 +90,8 @@ class Endpoint:
     def display(self) -> str:
         if self.is_maildir:
             return f"maildir:{self.path}"
+        if self.scheme == "lmtp+unix":
+            return f"lmtp+unix://{self.path}"
         user = f"{self.username}@" if self.username else ""
         folder = f"/{self.path}" if self.path else ""
         return f"{self.scheme}://{user}{self.host}:{self.port}{folder}"
@@ -438,7 +450,15 @@ def is_loopback(host: str) -> bool:
 
 
 _SCHEMES = {
-    "mailbox": {"imaps": 993, "imap": 143, "imap+plain": 143, "maildir": 0},
+    "mailbox": {
+        "imaps": 993,
+        "imap": 143,
+        "imap+plain": 143,
+        "maildir": 0,
+        # No port is assigned to LMTP; 8024 is what GNU Mailman uses.
+        "lmtp": 8024,
+        "lmtp+unix": 0,
+    },
     "smtp": {"smtps": 465, "smtp": 587, "smtp+plain": 25, "maildir": 0},
 }
 
@@ -450,12 +470,15 @@ def parse_url(url: str, kind: str, base: Path) -> Endpoint:
     scheme = parts.scheme.lower()
     if scheme not in schemes:
         raise ValueError(f"{url!r}: the scheme must be one of {', '.join(schemes)}")
-    if scheme == "maildir":
+    if scheme in ("maildir", "lmtp+unix"):
         raw_path = unquote((parts.netloc or "") + parts.path)
         if not raw_path:
-            raise ValueError(f"{url!r}: a maildir URL needs a path (maildir:///var/lib/x)")
+            example = "maildir:///var/lib/x" if scheme == "maildir" else "lmtp+unix:///run/x.sock"
+            raise ValueError(f"{url!r}: a {scheme} URL needs a path ({example})")
         path = Path(raw_path)
         return Endpoint(scheme, path=str(path if path.is_absolute() else base / path))
+    if scheme == "lmtp":
+        return _lmtp_endpoint(url, parts)
     if not parts.hostname:
         raise ValueError(f"{url!r}: no host")
     try:
@@ -477,6 +500,26 @@ def parse_url(url: str, kind: str, base: Path) -> Endpoint:
     elif folder:
         raise ValueError(f"{url!r}: an SMTP URL has no path")
     return Endpoint(scheme, host=host, port=port, username=username, path=folder)
+
+
+def _lmtp_endpoint(url: str, parts: SplitResult) -> Endpoint:
+    """lmtp://HOST:PORT, where triaged listens: like the other plaintext schemes, only on a
+    loopback address (an MTA elsewhere reaches it through a Unix socket or a local relay)."""
+    host = parts.hostname or ""
+    if not host:
+        raise ValueError(f"{url!r}: no host (lmtp://127.0.0.1:8024)")
+    if not is_loopback(host):
+        raise ValueError(
+            f"{url!r}: LMTP has no authentication or TLS, so triaged listens only on a loopback"
+            " address or a Unix socket (lmtp+unix:///run/triaged/lmtp.sock)"
+        )
+    try:
+        port = parts.port or 8024
+    except ValueError:
+        raise ValueError(f"{url!r}: bad port") from None
+    if parts.username or parts.path.strip("/"):
+        raise ValueError(f"{url!r}: an LMTP URL has a host and a port only")
+    return Endpoint("lmtp", host=host, port=port)
 
 
 def _holiday(value: str) -> date:
@@ -562,7 +605,7 @@ def _mailbox(s: _Section, oauth2: OAuth2Config | None, project: ProjectConfig) -
     return MailboxConfig(
         endpoint=endpoint,
         password=s.loader.secret(
-            s, "password_file", required=not endpoint.is_maildir and auth == "password"
+            s, "password_file", required=endpoint.has_login and auth == "password"
         ),
         ca_file=s.loader.file(s, "ca_file"),
         processed_folder=s.get("processed_folder", str, "triaged-processed"),
@@ -976,8 +1019,10 @@ def _check_login(
     if auth != "oauth2":
         return
     error = section.loader.error
-    if endpoint.is_maildir:
-        raise error(section.key("auth"), '"oauth2" needs a server: a Maildir has no login')
+    if not endpoint.has_login:
+        raise error(
+            section.key("auth"), '"oauth2" needs a server to log in to: a Maildir or LMTP has none'
+        )
     if oauth2 is None:
         raise error(section.key("auth"), '"oauth2" needs an [oauth2] section')
     if "password_file" in section.data:

@@ -86,7 +86,12 @@ class IntakeLoop(RunnerLoop):
         composer = Composer(config)
         self.liveness = Liveness(config, self.store, composer, self.daemon.outbox_wake.set)
         self.composer = composer
-        self.mailbox = open_mailbox(config.mailbox, self.daemon.tokens)
+        self.mailbox = open_mailbox(
+            config.mailbox,
+            self.daemon.tokens,
+            project_address=config.project.address,
+            max_message_size=config.limits.max_message_size,
+        )
         self.runner = None
 
     def connect(self) -> None:

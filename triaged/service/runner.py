@@ -81,16 +81,21 @@ class RunnerLoop:
         try:
             while not self.stop.is_set():
                 self.prepare()
+                error: Exception | None = None
                 try:
                     self.connect()
                     self._connected(self.failures)
                     self.failures, backoff = 0, self.first_backoff
                     self._serve()
                 except Exception as exc:
-                    self.failures += 1
-                    self._failed(exc)
+                    error = exc
                 finally:
+                    # Before the failure is handled (which may take a while, with the database
+                    # in trouble): whoever waits on the source gets its answer now.
                     self.disconnect()
+                if error is not None:
+                    self.failures += 1
+                    self._failed(error)
                 if self.failures and not self.stop.is_set():
                     self._back_off(backoff)
                     backoff = min(backoff * 2, self.max_backoff)
