@@ -95,6 +95,11 @@ def test_bad_timezone(tmp_path: Path) -> None:
         ("imap+plain://user@mail.example.org/INBOX", "loopback"),
         ("imap+plain://user@10.0.0.1/INBOX", "loopback"),
         ("imaps://user@host:notaport/INBOX", "port"),
+        ("lmtp://mail.example.org:24", "loopback"),
+        ("lmtp://0.0.0.0:24", "loopback"),
+        ("lmtp://user@127.0.0.1:24", "host and a port only"),
+        ("lmtp://127.0.0.1:24/INBOX", "host and a port only"),
+        ("lmtp+unix://", "needs a path"),
     ],
 )
 def test_bad_mailbox_url(tmp_path: Path, url: str, reason: str) -> None:
@@ -124,6 +129,20 @@ def test_plain_allowed_on_loopback() -> None:
     )
     assert parse_url("smtp+plain://[::1]:25", "smtp", Path("/")).host == "::1"
     assert parse_url("imap://u@mail.example.org/INBOX", "mailbox", Path("/")).tls == "starttls"
+
+
+def test_lmtp_urls_need_no_login(tmp_path: Path) -> None:
+    ep = parse_url("lmtp://127.0.0.1", "mailbox", Path("/"))
+    assert (ep.host, ep.port, ep.display()) == ("127.0.0.1", 8024, "lmtp://127.0.0.1:8024")
+    ep = parse_url("lmtp+unix:///run/triaged/lmtp.sock", "mailbox", Path("/"))
+    assert (ep.path, ep.display()) == (
+        "/run/triaged/lmtp.sock",
+        "lmtp+unix:///run/triaged/lmtp.sock",
+    )
+    assert parse_url("lmtp+unix://lmtp.sock", "mailbox", Path("/etc/t")).path == "/etc/t/lmtp.sock"
+    # No password_file: triaged is the server.
+    config = load(write_config(tmp_path, mailbox_url="lmtp://[::1]:2424"))
+    assert config.mailbox.endpoint.is_lmtp and config.mailbox.password is None
 
 
 def test_bad_duration(tmp_path: Path) -> None:
