@@ -607,7 +607,10 @@ class _SinkHandler:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(msg, EmailMessage)
         login = session.auth_data if isinstance(session.auth_data, str) else None
-        self.sink._add(Captured(str(envelope.mail_from), list(envelope.rcpt_tos), raw, msg, login))
+        captured = Captured(str(envelope.mail_from), list(envelope.rcpt_tos), raw, msg, login)
+        if self.sink.relay is not None:
+            self.sink.relay(captured)
+        self.sink._add(captured)
         return "250 OK: queued"
 
 
@@ -652,6 +655,8 @@ class SmtpSink:
 
     fail_with: answer (code, text) instead of accepting, at DATA (default) or at RCPT
     (`fail_at = "RCPT"`). stop()/start() take the server down and back on the same port.
+    relay: called with each message accepted, before it is kept (to deliver it onwards, as a
+    real MTA would deliver mail for the project's address into its mailbox).
     With `certs`, STARTTLS is offered (not required) with that certificate.
     With `oauth2`, a login is required and only AUTH XOAUTH2 is offered (also without TLS, on
     loopback): `oauth2(user, token)` says whether a bearer token is good for that user.
@@ -667,6 +672,7 @@ class SmtpSink:
     oauth2: Callable[[str, str], bool] | None = None
     logins: list[str] = field(default_factory=list)
     refusals: int = 0
+    relay: Callable[[Captured], None] | None = None
 
     def __post_init__(self) -> None:
         self._cond = threading.Condition()

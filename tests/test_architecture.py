@@ -211,6 +211,7 @@ TABLE_OWNERS = {
     "outages": "triaged.store.outages",
     "blocked": "triaged.store.blocklist",
     "report_terms": "triaged.store.terms",
+    "canaries": "triaged.store.canaries",
 }
 SCHEMA_MODULE = "triaged.store.migrations"
 _WRITES = re.compile(

@@ -72,6 +72,8 @@ def test_human_names() -> None:
         (timedelta(minutes=45, seconds=30), "45 minutes"),
         (timedelta(seconds=40), "40 seconds"),
         (timedelta(seconds=1), "1 second"),
+        (timedelta(milliseconds=430), "0.4 seconds"),
+        (timedelta(seconds=12, milliseconds=700), "12 seconds"),
         (-timedelta(hours=2), "2 hours"),
     ],
 )

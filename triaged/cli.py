@@ -118,14 +118,29 @@ def run(ctx: click.Context) -> None:
 
 
 @main.command()
+@click.option(
+    "--canary",
+    is_flag=True,
+    help="Also send a canary probe now and wait for the daemon to take it back.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=120.0,
+    show_default=True,
+    help="How many seconds --canary waits for the probe.",
+)
 @click.pass_context
-def check(ctx: click.Context) -> None:
-    """Validate the config, get an OAuth2 token if one is needed, log in to the mailbox, greet
-    the SMTP server; each line says which login (password or oauth2) that side uses.
+def check(ctx: click.Context, canary: bool, timeout: float) -> None:
+    """Validate the config, get an OAuth2 token if one is needed, log in to the mailbox (or
+    speak LMTP with it), greet the SMTP server; each line says which login (password or
+    oauth2) that side uses. With --canary, send a probe through SMTP to the project's address
+    and wait until the running daemon takes it back through its mailbox; print the round trip.
 
-    Exit status: 0 all fine, 1 the mailbox, SMTP or token endpoint failed, 2 the config is bad.
+    Exit status: 0 all fine, 1 the mailbox, SMTP or token endpoint failed or the probe did not
+    come back, 2 the config is bad.
 
-    Example: triaged --config /etc/triaged/config.toml check
+    Example: triaged --config /etc/triaged/config.toml check --canary --timeout 300
     """
     from triaged.mail.oauth2 import tokens_for
     from triaged.mail.transport import open_transport
@@ -159,7 +174,51 @@ def check(ctx: click.Context) -> None:
         transport.close()
     if config.openpgp is not None:
         failed = not _check_openpgp(config) or failed
+    if canary and not failed:
+        failed = not _check_canary(config, tokens, timeout)
     sys.exit(EXIT_UNREACHABLE if failed else 0)
+
+
+def _check_canary(config: Config, tokens: TokenManager | None, timeout: float) -> bool:
+    """Sends one probe at once (not through the outbox) and waits for the daemon's intake to
+    take it back."""
+    import time
+
+    from triaged.mail import auth
+    from triaged.mail.transport import open_transport
+    from triaged.service.canary import Canary
+    from triaged.store import canaries
+
+    store = Store(config.database)
+    try:
+        probe_id, mail = Canary(config, store, auth.load_or_create_key(config.auth.key_file)).probe(
+            datetime.now(UTC)
+        )
+        transport = open_transport(config.smtp, tokens)
+        try:
+            transport.send(mail.envelope_from, mail.recipient, mail.raw)
+        except TransportError as exc:
+            canaries.forget(store, probe_id)
+            click.echo(f"canary: FAILED: the probe could not be sent: {exc}")
+            return False
+        finally:
+            transport.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            probe = canaries.get(store, probe_id)
+            if probe is not None and probe.round_trip is not None:
+                seconds = probe.round_trip.total_seconds()
+                click.echo(f"canary: ok (back through the mailbox after {seconds:.2f} s)")
+                return True
+            time.sleep(0.2)
+        click.echo(
+            f"canary: FAILED: the probe sent to {config.project.address} did not come back"
+            f" within {timeout:g} s (the running daemon takes probes back: is it running, and"
+            " does mail to that address reach the mailbox it reads?)"
+        )
+        return False
+    finally:
+        store.close()
 
 
 def _check_mailbox(config: Config, tokens: TokenManager | None) -> bool:

@@ -189,10 +189,14 @@ class DigestConfig:
 
 @dataclass(frozen=True)
 class LivenessConfig:
-    """How long the mailbox may be unreadable, or SMTP keep failing, before the team is told."""
+    """How long the mailbox may be unreadable, or SMTP keep failing, before the team is told;
+    how often the canary probes the whole path of mail, and how long one may take to come back.
+    """
 
     mailbox_alert_after: Duration = field(default_factory=lambda: Duration(15, "m"))
     smtp_alert_after: Duration = field(default_factory=lambda: Duration(15, "m"))
+    canary_every: Duration | None = None  # None: no canary
+    canary_alert_after: Duration = field(default_factory=lambda: Duration(1, "h"))
 
 
 @dataclass(frozen=True)
@@ -698,6 +702,8 @@ def _liveness(s: _Section) -> LivenessConfig:
     return LivenessConfig(
         mailbox_alert_after=_wall_time(s, "mailbox_alert_after", "15m"),
         smtp_alert_after=_wall_time(s, "smtp_alert_after", "15m"),
+        canary_every=_wall_time(s, "canary_every", "1h") if "canary_every" in s.data else None,
+        canary_alert_after=_wall_time(s, "canary_alert_after", "1h"),
     )
 
 

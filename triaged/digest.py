@@ -40,7 +40,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -53,6 +53,8 @@ from triaged.core.timefmt import parse_ts, ts
 from triaged.core.versions import touches_only_unsupported
 from triaged.mail.auth import ReplyTokens
 from triaged.mail.compose import Composer, Outgoing
+from triaged.store import canaries
+from triaged.store.canaries import Probe
 from triaged.store.db import Store
 
 WEEK = timedelta(days=7)
@@ -116,6 +118,31 @@ class ClockFigures:
 
 
 @dataclass(frozen=True)
+class CanaryFigures:
+    """The canary's week (triaged/service/canary.py): its probes sent, and the round trips of
+    those that came back (fastest first)."""
+
+    last_back: datetime | None  # when a probe last came back, this week or before
+    sent: int
+    round_trips: tuple[timedelta, ...]
+
+    @property
+    def back(self) -> int:
+        return len(self.round_trips)
+
+
+def canary_figures(probes: Iterable[Probe], last_back: Probe | None) -> CanaryFigures:
+    """The week's probes (sent in it) and the last one back (pure)."""
+    week = list(probes)
+    trips = sorted(p.round_trip for p in week if p.round_trip is not None)
+    return CanaryFigures(
+        last_back=last_back.returned_at if last_back is not None else None,
+        sent=len(week),
+        round_trips=tuple(trips),
+    )
+
+
+@dataclass(frozen=True)
 class Digest:
     now: datetime
     week_start: datetime
@@ -127,6 +154,7 @@ class Digest:
     clocks: tuple[ClockFigures, ...]  # in MEASURED order
     held: tuple[Change, ...] = ()  # held by a spam verdict, newest first
     blocked: int = 0  # messages from blocked senders this week
+    canary: CanaryFigures | None = None  # with [liveness] canary_every, or probes this week
 
     @property
     def overdue(self) -> tuple[OpenReport, ...]:
@@ -350,7 +378,7 @@ def build(store: Store, config: Config, now: datetime) -> Digest:
         }
         for n, name in enumerate(MEASURED)
     ]
-    return figures(
+    digest = figures(
         now,
         open_rows,
         came_in,
@@ -360,6 +388,10 @@ def build(store: Store, config: Config, now: datetime) -> Digest:
         held_rows=held,
         blocked=int(blocked["n"]) if blocked else 0,
     )
+    probes = canaries.sent_between(store, now - WEEK, now)
+    if config.liveness.canary_every is None and not probes:
+        return digest
+    return replace(digest, canary=canary_figures(probes, canaries.last_returned(store)))
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -394,6 +426,7 @@ def context(composer: Composer, digest: Digest) -> dict[str, Any]:
         "held_total": len(digest.held),
         "blocked": digest.blocked,
         "release": {},
+        "canary": None if digest.canary is None else _canary_line(composer, digest.canary),
     }
 
 
@@ -461,6 +494,18 @@ def _clock_line(figure: ClockFigures) -> dict[str, Any]:
         "met": figure.met,
         "percent": None if share is None else round(share * 100),
         "median": None if figure.median_to_meet is None else span(figure.median_to_meet),
+    }
+
+
+def _canary_line(composer: Composer, figures: CanaryFigures) -> dict[str, Any]:
+    trips = figures.round_trips
+    return {
+        "last_back": composer.when(figures.last_back) if figures.last_back else None,
+        "sent": figures.sent,
+        "back": figures.back,
+        "fastest": span(trips[0]) if trips else None,
+        "median": span(trips[len(trips) // 2]) if trips else None,
+        "slowest": span(trips[-1]) if trips else None,
     }
 
 

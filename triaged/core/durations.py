@@ -125,12 +125,17 @@ def add(start: datetime, duration: Duration, calendar: Calendar) -> datetime:
 
 def span(delta: timedelta) -> str:
     """A length of time as people say it, in its two largest units: "2 days 3 hours",
-    "1 hour 5 minutes", "45 minutes", and under a minute "40 seconds". The sign is dropped
-    (how long ago and how long until read the same)."""
-    seconds = int(abs(delta).total_seconds())
-    days, rest = divmod(seconds, 86400)
+    "1 hour 5 minutes", "45 minutes", under a minute "40 seconds", and a fraction under ten
+    seconds "0.4 seconds". The sign is dropped (how long ago and how long until read the same).
+    """
+    total = abs(delta).total_seconds()
+    days, rest = divmod(int(total), 86400)
     hours, rest = divmod(rest, 3600)
     minutes, seconds = divmod(rest, 60)
     parts = [(days, "day"), (hours, "hour")] if days else [(hours, "hour"), (minutes, "minute")]
     words = [f"{n} {unit}{'' if n == 1 else 's'}" for n, unit in parts if n]
-    return " ".join(words) or f"{seconds} second{'' if seconds == 1 else 's'}"
+    if words:
+        return " ".join(words)
+    if total < 10 and total != seconds:
+        return f"{total:.1f} seconds"
+    return f"{seconds} second{'' if seconds == 1 else 's'}"

@@ -6,9 +6,10 @@ The rules run in order and the first that matches decides; `RULES` is the list t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from triaged.config import SpamVerdict
+from triaged.mail import auth
 from triaged.mail.parse import ParsedMessage
 
 REPORT = "report"
@@ -19,6 +20,7 @@ UNVERIFIED = "unverified"
 LOOP = "loop"
 BLOCKED = "blocked"
 SPAM = "spam"
+CANARY = "canary"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Context:
     # The block (an address, or "@domain") that stops mail from an address, if any: a look
     # into the store's `blocked` table.
     blocking: Callable[[str | None], str | None] = _never_blocked
+    # The reply-token key, which also signs the canary's probes.
+    key: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,14 @@ def same_mailbox(address: str, project_address: str) -> bool:
     local, _, domain = address.rpartition("@")
     plocal, _, pdomain = project_address.rpartition("@")
     return domain == pdomain and local.split("+", 1)[0] == plocal.split("+", 1)[0]
+
+
+def _canary(msg: ParsedMessage, thread: Thread | None, ctx: Context) -> Decision | None:
+    # Only a probe triaged signed: a forged one is whatever it would be without the header.
+    probe = auth.canary_probe(ctx.key, msg.canary)
+    if probe is not None:
+        return Decision(CANARY, None, f"canary probe {probe}")
+    return None
 
 
 def _loop(msg: ParsedMessage, thread: Thread | None, ctx: Context) -> Decision | None:
@@ -113,6 +125,7 @@ def _new_report(msg: ParsedMessage, thread: Thread | None, ctx: Context) -> Deci
 
 Rule = Callable[[ParsedMessage, Thread | None, Context], Decision | None]
 RULES: list[Rule] = [
+    _canary,
     _loop,
     _blocked,
     _automatic,

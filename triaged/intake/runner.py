@@ -35,6 +35,7 @@ from triaged.mail.compose import Composer, Outgoing
 from triaged.mail.mailbox.base import Envelope, Mailbox
 from triaged.mail.openpgp import Keyring, Reader
 from triaged.mail.parse import ParsedMessage, parse
+from triaged.service.canary import Canary
 from triaged.service.outbox import enqueue
 from triaged.store import blocklist, events, messages, reports, terms
 from triaged.store import outbox as queue
@@ -92,7 +93,7 @@ class IntakeRunner:
         self.stop = stop or threading.Event()
         # Decrypts and verifies before anything reads the message (None: OpenPGP is off).
         self.reader = Reader(keyring, config.limits) if keyring is not None else None
-        key = auth.load_or_create_key(config.auth.key_file)
+        self.key = key = auth.load_or_create_key(config.auth.key_file)
         members = frozenset(config.maintainers.members)
         self.dispatcher = Dispatcher(
             config, store, self.composer, key, keyring, announce=self._released
@@ -106,6 +107,7 @@ class IntakeRunner:
             members,
             spam_verdicts=config.intake.spam_verdicts,
             blocking=partial(blocklist.blocking, store),
+            key=key,
         )
         self.uidvalidity = 0
         # UIDs whose handling failed: left in the mailbox, retried after a while, not every pass.
@@ -119,6 +121,7 @@ class IntakeRunner:
             c.LOOP: self._loop,
             c.SPAM: self._spam,
             c.BLOCKED: self._blocked,
+            c.CANARY: self._canary,
         }
 
     # --- the pass ---------------------------------------------------------------------------
@@ -609,6 +612,14 @@ class IntakeRunner:
         enqueue(self.store, out, incoming.received)
         log.warning("intake: held message from %s: %s", msg.from_addr, reason)
         return c.UNVERIFIED
+
+    def _canary(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
+        """A probe of the canary came back: stored and counted, nothing else."""
+        self._store(incoming, msg, c.CANARY, decision.reason, None)
+        probe = auth.canary_probe(self.key, msg.canary)
+        assert probe is not None  # the rule that classified it checked it
+        Canary(self.config, self.store, self.key, self.composer).returned(probe, incoming.received)
+        return c.CANARY
 
     def _blocked(self, incoming: Incoming, msg: ParsedMessage, decision: c.Decision) -> str:
         """Mail from a blocked sender: stored and counted, never answered nor forwarded."""

@@ -42,10 +42,13 @@ from triaged.core.text import (
 from triaged.errors import ConfigError
 
 __all__ = [
+    "CANARY_HEADER",
     "KEY_BYTES",
     "TOKEN_LENGTH",
     "ReplyTokens",
     "Verdict",
+    "canary_probe",
+    "canary_token",
     "dmarc_proof",
     "load_or_create_key",
     "reply_address",
@@ -188,6 +191,32 @@ def reply_address(key: bytes, project_address: str, report_id: str, maintainer: 
     """
     local, _, domain = project_address.strip().rpartition("@")
     return f"{local}+{reply_token(key, report_id, maintainer)}@{domain}"
+
+
+# --- the canary's probes (triaged/service/canary.py) ------------------------------------------
+
+CANARY_HEADER = "X-Triaged-Canary"
+# Another message than any reply token's ("<report id>\n<address>"), under the same key.
+_CANARY_CONTEXT = b"triaged canary probe\n"
+_PROBE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def canary_token(key: bytes, probe_id: str) -> str:
+    """`<probe id>.<HMAC>`: what a probe carries in its X-Triaged-Canary header, so that nobody
+    without the key can make one (and so hide that mail stopped arriving)."""
+    digest = hmac.new(key, _CANARY_CONTEXT + probe_id.encode("ascii"), hashlib.sha256).digest()
+    return f"{probe_id}.{base64.b32encode(digest).decode('ascii').rstrip('=').lower()}"
+
+
+def canary_probe(key: bytes, value: str | None) -> str | None:
+    """The probe ID of a genuine token; None for anything else (forged, damaged, absent)."""
+    if not key or not value:
+        return None
+    value = value.strip()
+    probe_id = value.partition(".")[0]
+    if not _PROBE_ID.match(probe_id):
+        return None
+    return probe_id if hmac.compare_digest(canary_token(key, probe_id), value) else None
 
 
 @dataclass(frozen=True)

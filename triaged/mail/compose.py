@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email import message_from_bytes
@@ -184,9 +184,11 @@ class Composer:
         references: tuple[str, ...] = (),
         auto: str | None = None,
         reply_to: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Outgoing:
         """`auto` is an RFC 3834 Auto-Submitted value ("auto-replied", "auto-generated");
-        auto-replies go out with an empty envelope sender so nothing bounces back to us."""
+        auto-replies go out with an empty envelope sender so nothing bounces back to us.
+        `headers`: more fields of triaged's own (names and ASCII values, e.g. the canary's)."""
         project = self.config.project
         message_id = new_message_id(self.domain)
         line = clean_header_text(subject, 250)
@@ -210,6 +212,8 @@ class Composer:
         fields.append("X-Auto-Response-Suppress: All")
         if report_id:
             fields.append(_field("X-Triaged-Report", [_ascii(report_id, "X-Triaged-Report")]))
+        for name, value in (headers or {}).items():
+            fields.append(_field(_ascii(name, "a header name"), [_ascii(value, name)]))
         cte, body = _body(self.render(template, report_id=report_id, **context))
         fields += [
             'Content-Type: text/plain; charset="utf-8"',

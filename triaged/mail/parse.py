@@ -148,6 +148,10 @@ class ParsedMessage:
         key = name.lower()
         return [value for field, value in self.fields if field == key]
 
+    # The first X-Triaged-Canary field, sanitized: a canary probe's token, if it is one (only
+    # triaged.mail.auth.canary_probe can tell).
+    canary: str | None = None
+
 
 # --- decoding header text ------------------------------------------------------------------
 
@@ -645,6 +649,7 @@ _SINGLE = frozenset(
         "content-type",
         "content-class",
         "list-id",
+        "x-triaged-canary",
         "list-post",
         "reply-to",
         "x-original-from",
@@ -1003,7 +1008,12 @@ def _extract(root: Message, limits: LimitsConfig) -> ParsedMessage:
         about=walk.about if report == READ_RECEIPT else (),
         mailing_list=_list_headers(single, signals),
         fields=tuple(fields),
+        canary=_canary_token(single.get("x-triaged-canary")),
     )
+
+
+def _canary_token(raw: str | None) -> str | None:
+    return None if raw is None else _header_text(raw, 200, decode=False)
 
 
 @dataclass(frozen=True)

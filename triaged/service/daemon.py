@@ -53,13 +53,16 @@ class Daemon:
         self.progress = {"intake": time.monotonic(), "outbox": time.monotonic()}
         self.ready = False
         self.status = ""
-        # STATUS= is the intake loop's part, then the outbox loop's (only during an SMTP outage).
-        self._status_parts = {"intake": "", "smtp": ""}
+        # STATUS= is the intake loop's part, then the outbox loop's (only during an SMTP outage),
+        # then the canary's (only while its probes do not come back).
+        self._status_parts = {"intake": "", "smtp": "", "canary": ""}
         self._status_lock = threading.Lock()
         # Clock passes, outbox retries and the digest (triaged/service/scheduler.py).
         # triaged's OpenPGP keys (None: OpenPGP is off), loaded by run() and on reload.
         self.keyring: Keyring | None = None
-        self.scheduler = Scheduler(lambda: self.config, self.clock, self.outbox_wake)
+        self.scheduler = Scheduler(
+            lambda: self.config, self.clock, self.outbox_wake, self.set_status
+        )
 
     # --- control (signal handlers call these) --------------------------------------------
 

@@ -1,11 +1,14 @@
-"""Liveness: outages of the mailbox and of SMTP, told to the team once each.
+"""Liveness: outages of the mailbox, of SMTP and of the whole path of mail (the canary), told
+to the team once each.
 
 The daemon's loops report how their tries went: `failed(name, now, error)` when the mailbox
-could not be read or the SMTP server did not take mail, `succeeded(name, now)` when it worked.
+could not be read or the SMTP server did not take mail, `succeeded(name, now)` when it worked;
+the canary (triaged/service/canary.py) reports a probe missing too long, and one come back.
 The first failure starts an outage. Its start is kept in the `outages` table, so a restart
 during an outage (the watchdog's, say) neither moves the start nor tells the team again.
 
-Once an outage has lasted `[liveness] mailbox_alert_after` / `smtp_alert_after`, the team
+Once an outage has lasted `[liveness] mailbox_alert_after` / `smtp_alert_after` /
+`canary_alert_after` (counted from when the missing probe was sent), the team
 (`maintainers.notify`) gets one mail through the outbox; during an SMTP outage it waits there
 with everything else and goes out when the server takes mail again. When an outage that was
 told ends, one more short mail says so. Server error text goes into the body, never a header.
@@ -34,7 +37,9 @@ log = logging.getLogger(__name__)
 
 MAILBOX = "mailbox"
 SMTP = "smtp"
-NAMES = (MAILBOX, SMTP)
+# Mail to the project's address does not come back (triaged/service/canary.py).
+CANARY = "canary"
+NAMES = (MAILBOX, SMTP, CANARY)
 OUTAGE = "outage"
 OUTAGE_OVER = "outage_over"
 
@@ -43,8 +48,10 @@ _SUBJECTS = {
     (OUTAGE, SMTP): "Alert: mail cannot be sent",
     (OUTAGE_OVER, MAILBOX): "Recovered: the security mailbox can be read again",
     (OUTAGE_OVER, SMTP): "Recovered: mail can be sent again",
+    (OUTAGE, CANARY): "Alert: mail to the security address is not arriving",
+    (OUTAGE_OVER, CANARY): "Recovered: mail to the security address arrives again",
 }
-_WHAT = {MAILBOX: "mailbox", SMTP: "SMTP"}
+_WHAT = {MAILBOX: "mailbox", SMTP: "SMTP", CANARY: "canary"}
 MAX_ERROR = 1000
 _CONTROL = re.compile(f"[{CONTROL_CHARS}]+")
 
@@ -88,7 +95,11 @@ class Liveness:
 
     def alert_after(self, name: str) -> timedelta:
         settings = self.config.liveness
-        duration = settings.mailbox_alert_after if name == MAILBOX else settings.smtp_alert_after
+        duration = {
+            MAILBOX: settings.mailbox_alert_after,
+            SMTP: settings.smtp_alert_after,
+            CANARY: settings.canary_alert_after,
+        }[name]
         return timedelta(seconds=duration.seconds)
 
     # --- reads ---------------------------------------------------------------------------
@@ -102,15 +113,15 @@ class Liveness:
 
     # --- what the loops report -----------------------------------------------------------
 
-    def failed(self, name: str, now: datetime, error: str) -> Outage:
-        """A try failed: starts the outage (or goes on with it); alerts once it is due."""
+    def failed(self, name: str, now: datetime, error: str, since: datetime | None = None) -> Outage:
+        """A try failed: starts the outage (or goes on with it); alerts once it is due. A new
+        outage starts at `since` when the failure began before it was seen (the canary's)."""
         _check_name(name)
         error = clean_error(error)
         with self.store.transaction():
             if self.outage(name) is None:
-                outages.begin(self.store, name, now, error)
-            else:
-                outages.still_failing(self.store, name, now, error)
+                outages.begin(self.store, name, since or now, error)
+            outages.still_failing(self.store, name, now, error)
             outage = self.outage(name)
             assert outage is not None
             outage, queued = self._alert_if_due(outage, now)
@@ -177,12 +188,14 @@ class Liveness:
         return now - outage.started_at >= self.alert_after(outage.name)
 
     def _mail(self, kind: str, outage: Outage, now: datetime) -> list[Outgoing]:
-        endpoint = (
-            self.config.mailbox.endpoint if outage.name == MAILBOX else self.config.smtp.endpoint
-        )
+        endpoint = {
+            MAILBOX: self.config.mailbox.endpoint.display(),
+            SMTP: self.config.smtp.endpoint.display(),
+            CANARY: self.config.project.address,
+        }[outage.name]
         context = {
             "name": outage.name,
-            "endpoint": endpoint.display(),
+            "endpoint": endpoint,
             "since": self.composer.when(outage.started_at),
             "until": self.composer.when(now),
             "written": self.composer.when(now),

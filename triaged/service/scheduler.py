@@ -7,7 +7,9 @@
 - a look at the published security.txt's Expires every 6 hours (and at start): the team is
   warned once before it passes;
 - a look for team notices held back by `[limits] notices_per_report_per_hour` every 5 minutes:
-  a report's summary goes out once the first of them is an hour old.
+  a report's summary goes out once the first of them is an hour old;
+- with `[liveness] canary_every`, the canary (triaged/service/canary.py): a probe sent when one
+  is due, a missing one alerted; STATUS= says while probes do not come back.
 
 Jobs run one at a time (on one worker thread, and under the scheduler's lock when a test or a
 command runs one directly); they share one database connection and one clock runner, kept for
@@ -35,6 +37,8 @@ from triaged.core.timefmt import parse_ts, ts
 from triaged.intake.notices import summaries
 from triaged.mail import auth
 from triaged.mail.compose import Composer
+from triaged.service.canary import Canary, check_every
+from triaged.service.liveness import CANARY
 from triaged.service.outbox import enqueue
 from triaged.service.runner import Now
 from triaged.store import notices
@@ -89,15 +93,19 @@ class Scheduler:
         config: Callable[[], Config],
         clock: Now,
         outbox_wake: threading.Event,
+        on_status: Callable[[str, str], None] | None = None,
     ) -> None:
+        """`on_status(text, part)` sets the scheduler's part ("canary") of STATUS=."""
         self.config = config
         self.clock = clock
         self.outbox_wake = outbox_wake
+        self.on_status = on_status
         # Every job runs holding the lock, so the connection and the runner are never used by
         # two threads at once.
         self.lock = threading.Lock()
         self._store: Store | None = None
         self._clocks: ClockRunner | None = None
+        self._key: tuple[Config, bytes] | None = None
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             executors={"default": ThreadPoolExecutor(1)},
@@ -123,6 +131,7 @@ class Scheduler:
             id="notice-summaries",
         )
         self._schedule_digest(now)
+        self._schedule_canary(now)
         self.scheduler.start()
 
     def shutdown(self) -> None:
@@ -135,10 +144,13 @@ class Scheduler:
                 self._clocks = None
 
     def reloaded(self) -> None:
-        """After a reload: the policy and the digest schedule may have changed."""
-        if self.scheduler.get_job("digest") is not None:
-            self.scheduler.remove_job("digest")
-        self._schedule_digest(datetime.now(UTC))
+        """After a reload: the policy and the digest and canary schedules may have changed."""
+        for job in ("digest", "canary"):
+            if self.scheduler.get_job(job) is not None:
+                self.scheduler.remove_job(job)
+        now = datetime.now(UTC)
+        self._schedule_digest(now)
+        self._schedule_canary(now)
         self.run_clocks_now()
 
     def run_clocks_now(self) -> None:
@@ -153,6 +165,24 @@ class Scheduler:
         self.scheduler.add_job(
             self.digest_pass, digest_trigger(config), id="digest", next_run_time=now
         )
+
+    def _schedule_canary(self, now: datetime) -> None:
+        every = check_every(self.config())
+        if every is None:
+            self._status("", "canary")
+            return
+        # Not at start: what came back while the daemon was down is still in the mailbox, and
+        # the first intake pass takes it back.
+        self.scheduler.add_job(
+            self.canary_pass,
+            IntervalTrigger(seconds=every.total_seconds()),
+            id="canary",
+            next_run_time=now + every,
+        )
+
+    def _status(self, text: str, part: str) -> None:
+        if self.on_status is not None:
+            self.on_status(text, part)
 
     # --- the jobs ------------------------------------------------------------------------
 
@@ -181,14 +211,39 @@ class Scheduler:
             return self._clocks
         store = self._store_for_jobs(config)
         tokens = auth.ReplyTokens(
-            auth.load_or_create_key(config.auth.key_file),
-            config.project.address,
-            frozenset(config.maintainers.members),
+            self._key_for(config), config.project.address, frozenset(config.maintainers.members)
         )
         runner = ClockRunner(config, store, Composer(config), tokens)
         runner.recompute_all()
         self._clocks = runner
         return runner
+
+    def _key_for(self, config: Config) -> bytes:
+        """The token key (the lock held), read once per configuration."""
+        if self._key is None or self._key[0] is not config:
+            self._key = (config, auth.load_or_create_key(config.auth.key_file))
+        return self._key[1]
+
+    def canary_pass(self) -> bool:
+        """Sends a probe when one is due and alerts one missing too long; True when it sent."""
+        config = self.config()
+        now = self.clock()
+        with self.lock:
+            try:
+                store = self._store_for_jobs(config)
+                canary = Canary(
+                    config, store, self._key_for(config), Composer(config), self.outbox_wake.set
+                )
+                sent = canary.run_once(now)
+                outage = canary.liveness.outage(CANARY)
+            except Exception:
+                log.exception("canary check failed; it is tried again at its next run")
+                return False
+        missing = "" if outage is None else f"canary probes not coming back {outage.summary()}"
+        self._status(missing, "canary")
+        if sent:
+            self.outbox_wake.set()
+        return bool(sent)
 
     def digest_pass(self) -> bool:
         """Queues the digest when a slot of its schedule passed without one."""

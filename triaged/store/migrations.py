@@ -228,6 +228,23 @@ def _triage(db: Database) -> None:
     )
 
 
+@SCHEMA(name="006_canaries")
+def _canaries(db: Database) -> None:
+    """The canary's probes (triaged/service/canary.py): each one sent, and when it came back
+    through intake (NULL while it has not)."""
+    db.executescript(
+        """
+        CREATE TABLE canaries (
+            id TEXT PRIMARY KEY,
+            message_id TEXT NOT NULL,
+            sent_at TEXT NOT NULL,
+            returned_at TEXT
+        );
+        CREATE INDEX canaries_sent ON canaries(sent_at);
+        """
+    )
+
+
 def adopt_legacy_record(db: Database, migrations: Migrations = SCHEMA) -> list[str]:
     """Moves 0.1.0's record of applied migrations into `_sqlite_migrations` (inside the
     caller's transaction); returns the names it moved."""
