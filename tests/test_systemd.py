@@ -136,6 +136,7 @@ def test_unit_settings_the_daemon_relies_on() -> None:
     assert s["WatchdogSec"] and s["TimeoutStopSec"] == ["30s"]
     assert s["StateDirectory"] == ["triaged"]  # /var/lib/triaged/triaged.db, the default
     assert s["ConfigurationDirectory"] == ["triaged"]
+    assert s["RuntimeDirectory"] == ["triaged"]  # lmtp+unix:///run/triaged/lmtp.sock
     assert s["LoadCredential"] == [
         "imap-password:/etc/triaged/imap-password",
         "smtp-password:/etc/triaged/smtp-password",
@@ -158,7 +159,7 @@ MDWE_PROBE = """
     import ssl, smtplib, imaplib, jinja2, imapclient, sqlite_utils, click
     import apscheduler.schedulers.background
     import triaged.cli, triaged.service.daemon, triaged.mail.compose, triaged.intake.runner
-    import triaged.service.outbox
+    import triaged.service.outbox, triaged.mail.mailbox.lmtp, aiosmtpd.lmtp
     from pathlib import Path
     from triaged.service.backup import backup
     from triaged.store.db import Store
