@@ -1,9 +1,9 @@
 """`python -m bench [--smoke]`: runs every benchmark and writes bench/results.md.
 
 Starts its own Dovecot (tests/servers.py) and an aiosmtpd sink (bench/sink.py) on 127.0.0.1,
-runs ingest (with the daemon's memory), delivery and latency, prints each figure with its
-baseline from the same run, and writes the results. Exit status 0 when every benchmark ran
-(a missed target is reported, not an error), 1 when one failed.
+runs ingest (with the daemon's memory), delivery, latency, the clocks and LMTP intake, prints
+each figure with its baseline from the same run, and writes the results. Exit status 0 when
+every benchmark ran (a missed target is reported, not an error), 1 when one failed.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from bench.sink import BenchSink  # noqa: E402
 from tests.servers import DovecotServer, dovecot_version  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("ingest", "delivery", "latency", "clocks", "openpgp")
+NAMES = ("ingest", "delivery", "latency", "clocks", "openpgp", "lmtp")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                 _run(results, failures, "latency", cases.latency, server, sink, work, sizes.latency)
             if "openpgp" in only:
                 _run(results, failures, "openpgp", openpgp.run, server, work, sizes.openpgp)
+            if "lmtp" in only:
+                n = sizes.lmtp
+                _run(results, failures, "lmtp", cases.lmtp, sink, work, n, n * 50)
         if "clocks" in only:
             # No server: the database is built directly (see bench/clockscale.py).
             n = sizes.clocks
@@ -167,6 +170,34 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
                 r["latency_p99"] <= r["floor_p99"] + 0.3,
             )
         )
+    if "lmtp" in results:
+        r = results["lmtp"]
+        rows.append(
+            (
+                "LMTP end of DATA -> receipt, p50",
+                "<= 50 ms",
+                f"{r['latency_p50'] * 1000:.1f} ms",
+                r["latency_p50"] <= 0.05,
+            )
+        )
+        rows.append(
+            (
+                "LMTP end of DATA -> receipt, p99",
+                "<= 150 ms",
+                f"{r['latency_p99'] * 1000:.1f} ms",
+                r["latency_p99"] <= 0.15,
+            )
+        )
+        if "ingest" in results:
+            imap = results["ingest"]["triaged_rate"]
+            rows.append(
+                (
+                    f"LMTP ingest, {r['bulk']:,} reports over {r['connections']} connections",
+                    f">= the IMAP ingest rate ({imap:.0f} msg/s)",
+                    f"{r['bulk_rate']:.0f} msg/s",
+                    r["bulk_rate"] >= imap,
+                )
+            )
     if "clocks" in results:
         r = results["clocks"]
         rows.append(
@@ -213,6 +244,13 @@ def summary(results: dict[str, Any]) -> str:
             f"latency  {r['n']} reports: p50 {r['latency_p50']:.3f} s, p90 {r['latency_p90']:.3f}"
             f" s, p99 {r['latency_p99']:.3f} s, max {r['latency_max']:.3f} s; IDLE floor p50 "
             f"{r['floor_p50']:.3f} s, p99 {r['floor_p99']:.3f} s"
+        )
+    if "lmtp" in results:
+        r = results["lmtp"]
+        lines.append(
+            f"lmtp     {r['n']} reports one at a time: end of DATA -> receipt p50 "
+            f"{r['latency_p50'] * 1000:.1f} ms, p99 {r['latency_p99'] * 1000:.1f} ms; "
+            f"{r['bulk']} over {r['connections']} connections: {r['bulk_rate']:.0f} msg/s"
         )
     if "clocks" in results:
         r = results["clocks"]
@@ -467,12 +505,59 @@ def render(results: dict[str, Any], failures: dict[str, str], meta: dict[str, An
             "gpg step. Parsing, storing and classifying cost what they cost in clear.",
             "",
         ]
+    if "lmtp" in results:
+        lines += _lmtp_section(results)
     for name, error in failures.items():
         lines += [f"### {name}: FAILED", "", "```", error.rstrip(), "```", ""]
     fixes = HERE / "fixes.md"
     if fixes.exists():
         lines += [fixes.read_text().rstrip(), ""]
     return "\n".join(lines)
+
+
+def _lmtp_section(results: dict[str, Any]) -> list[str]:
+    r = results["lmtp"]
+    imap = results.get("latency")
+    lines = [
+        f"### 7. LMTP intake: {r['n']} reports one at a time, then {r['bulk']:,} over "
+        f"{r['connections']} connections",
+        "",
+        'The daemon with `[mailbox] url = "lmtp://127.0.0.1:PORT"`, an LMTP client speaking to '
+        "it directly (the MTA's part), the same reports as the other benchmarks. Latency: from "
+        "the last byte of DATA sent to the receipt's arrival at the SMTP sink; the 250 is the "
+        "daemon's answer, which comes only after the commit.",
+        "",
+        "| | p50 | p90 | p99 | max |",
+        "|---|---|---|---|---|",
+    ]
+    for label, key in (
+        ("LMTP: end of DATA -> receipt at the sink", "latency"),
+        ("LMTP: end of DATA -> 250 (stored)", "answer"),
+    ):
+        lines.append(
+            f"| {label} | {r[key + '_p50'] * 1000:.1f} ms | {r[key + '_p90'] * 1000:.1f} ms | "
+            f"{r[key + '_p99'] * 1000:.1f} ms | {r[key + '_max'] * 1000:.1f} ms |"
+        )
+    if imap is not None:
+        lines.append(
+            f"| IMAP, same run (3.): APPEND -> receipt | {imap['latency_p50'] * 1000:.1f} ms | "
+            f"{imap['latency_p90'] * 1000:.1f} ms | {imap['latency_p99'] * 1000:.1f} ms | "
+            f"{imap['latency_max'] * 1000:.1f} ms |"
+        )
+    ingest = results.get("ingest")
+    lines += [
+        "",
+        f"In parallel: {r['bulk']:,} reports over {r['connections']} LMTP connections to a daemon"
+        " whose outbox is paused (intake only, as in 1.), each message answered after its "
+        f"commit: {r['bulk_s']:.2f} s, **{r['bulk_rate']:.0f} msg/s**"
+        + (
+            f" (IMAP ingest in the same run: {ingest['triaged_rate']:.0f} msg/s)."
+            if ingest
+            else "."
+        ),
+        "",
+    ]
+    return lines
 
 
 def _load(values: tuple[float, float, float]) -> str:

@@ -7,6 +7,7 @@ import email.policy
 import random
 import shutil
 import smtplib
+import socket
 import sqlite3
 import threading
 import time
@@ -31,8 +32,8 @@ from bench.rig import (
     write_config,
 )
 from bench.sink import BenchSink, Received
-from tests.helpers import DaemonProcess, count_rows
-from tests.servers import DovecotServer, private_dir
+from tests.helpers import DaemonProcess, base_sections, config_text, count_rows
+from tests.servers import DovecotServer, free_port, private_dir
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,11 @@ class Sizes:
     latency: int
     clocks: int  # reports in the clock-pass database, a tenth of them open
     openpgp: int  # PGP/MIME reports, and the same in clear
+    lmtp: int  # reports delivered one at a time over LMTP (and 50 times as many in parallel)
 
 
-FULL = Sizes(ingest=10_000, delivery=10_000, latency=200, clocks=100_000, openpgp=1_000)
-SMOKE = Sizes(ingest=200, delivery=300, latency=10, clocks=2_000, openpgp=10)
+FULL = Sizes(ingest=10_000, delivery=10_000, latency=200, clocks=100_000, openpgp=1_000, lmtp=200)
+SMOKE = Sizes(ingest=200, delivery=300, latency=10, clocks=2_000, openpgp=10, lmtp=10)
 
 
 def _log(text: str) -> None:
@@ -446,3 +448,149 @@ def _wait_receipt(
 
 def workdir() -> Path:
     return private_dir("triaged-bench-")
+
+
+# --- 6: LMTP intake ---------------------------------------------------------------------------
+
+
+def lmtp(sink: BenchSink, work: Path, n: int, bulk: int) -> dict[str, Any]:
+    """n reports delivered one at a time over LMTP (end of DATA -> receipt at the sink), then
+    `bulk` reports over 4 parallel LMTP connections to a daemon whose outbox is paused (intake
+    only, as the ingest benchmark measures IMAP)."""
+    figures = _lmtp_latency(sink, work / "lmtp-latency", n)
+    figures.update(_lmtp_bulk(work / "lmtp-bulk", bulk, connections=4))
+    return figures
+
+
+def _lmtp_config(directory: Path, smtp_url: str, port: int) -> Path:
+    sections = base_sections(directory, mailbox_url=f"lmtp://127.0.0.1:{port}", smtp_url=smtp_url)
+    sections["smtp"].update(retry_initial="1h")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.toml"
+    path.write_text(config_text(sections))
+    return path
+
+
+class _LmtpClient:
+    """One LMTP connection, spoken by hand so that the end of DATA can be timed exactly. MAIL,
+    RCPT and DATA go out together, as an MTA's client does with PIPELINING (Postfix's LMTP
+    client does; triaged's server offers it)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.reader = self.sock.makefile("rb")
+        self._reply()
+        self._command(b"LHLO bench.test")
+
+    def deliver(self, report: Report) -> tuple[float, float]:
+        """Sends one message; (end of DATA, its 250) on time.monotonic()."""
+        self.sock.sendall(
+            f"MAIL FROM:<{report.sender}>\r\nRCPT TO:<security@example.org>\r\nDATA\r\n".encode()
+        )
+        self._reply(b"250")
+        self._reply(b"250")
+        self._reply(b"354")
+        body = crlf(report.raw).replace(b"\r\n.", b"\r\n..")
+        self.sock.sendall(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        sent = time.monotonic()
+        self._reply()
+        return sent, time.monotonic()
+
+    def close(self) -> None:
+        try:
+            self._command(b"QUIT", expect=b"221")
+        finally:
+            self.sock.close()
+
+    def _command(self, line: bytes, expect: bytes = b"250") -> None:
+        self.sock.sendall(line + b"\r\n")
+        self._reply(expect)
+
+    def _reply(self, expect: bytes = b"2") -> bytes:
+        while True:
+            line = self.reader.readline()
+            if not line.startswith(expect):
+                raise RuntimeError(f"LMTP answered {line!r}, expected {expect!r}")
+            if line[3:4] != b"-":
+                return line
+
+
+def _lmtp_latency(sink: BenchSink, directory: Path, n: int) -> dict[str, Any]:
+    port = free_port()
+    config = _lmtp_config(directory, sink.url, port)
+    arrivals: dict[str, float] = {}
+    cond = threading.Condition()
+
+    def on_message(received: Received) -> None:
+        with cond:
+            if received.auto_submitted == "auto-replied" and received.in_reply_to:
+                arrivals[received.in_reply_to] = received.at
+                cond.notify_all()
+
+    sink.listeners.append(on_message)
+    reports = [make_report(70_000 + i, large=i % 5 == 4, tag="lmtp") for i in range(n)]
+    latencies: list[float] = []
+    answers: list[float] = []
+    try:
+        with Daemon(config, directory / "daemon.log") as daemon:
+            daemon.wait_for_log("reading lmtp", timeout=30)
+            client = _LmtpClient(port)
+            try:
+                for report in reports:
+                    sent, answered = client.deliver(report)
+                    receipt = _wait_receipt(cond, arrivals, report, timeout=30)
+                    latencies.append(receipt - sent)
+                    answers.append(answered - sent)
+                    # The notifications of this report go out before the next one comes.
+                    time.sleep(0.05)
+            finally:
+                client.close()
+            exit_code = daemon.stop(timeout=60)
+    finally:
+        sink.listeners.remove(on_message)
+    if exit_code != 0:
+        raise RuntimeError(f"the LMTP daemon exited with {exit_code}")
+    figures: dict[str, Any] = {"n": n}
+    for name, values in (("latency", latencies), ("answer", answers)):
+        for p in (50, 90, 99):
+            figures[f"{name}_p{p}"] = percentile(values, p)
+        figures[f"{name}_max"] = max(values)
+    return figures
+
+
+def _lmtp_bulk(directory: Path, n: int, connections: int) -> dict[str, Any]:
+    port = free_port()
+    config = _lmtp_config(directory, closed_port_url(), port)
+    db = directory / "triaged.db"
+    reports = list(corpus(n, tag="lmtp-bulk", start=80_000))
+    shares = [reports[i::connections] for i in range(connections)]
+    errors: list[BaseException] = []
+
+    def deliver_all(share: list[Report]) -> None:
+        try:
+            client = _LmtpClient(port)
+            try:
+                for report in share:
+                    client.deliver(report)
+            finally:
+                client.close()
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    with Daemon(config, directory / "daemon.log") as daemon:
+        daemon.wait_for_log("reading lmtp", timeout=30)
+        threads = [threading.Thread(target=deliver_all, args=(s,)) for s in shares]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        exit_code = daemon.stop(timeout=60)
+    if errors:
+        raise RuntimeError(f"an LMTP connection failed: {errors[0]!r}")
+    stored = count_rows(db, "SELECT COUNT(*) FROM reports")
+    if stored != n or exit_code != 0:
+        raise RuntimeError(f"LMTP bulk stored {stored} of {n} reports, exit {exit_code}")
+    _log(f"lmtp: {n} reports over {connections} connections in {elapsed:.2f}s")
+    return {"bulk": n, "connections": connections, "bulk_s": elapsed, "bulk_rate": n / elapsed}

@@ -20,6 +20,14 @@ def test_bench_smoke_runs_and_writes_its_results(tmp_dir: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = out.read_text()
-    for heading in ("## Targets", "### 1. Ingest", "### 4. Memory", "### 2. Delivery", "### 3."):
+    for heading in (
+        "## Targets",
+        "### 1. Ingest",
+        "### 4. Memory",
+        "### 2. Delivery",
+        "### 3.",
+        "### 6. Encrypted",
+        "### 7. LMTP",
+    ):
         assert heading in text, text
     assert "FAILED" not in text

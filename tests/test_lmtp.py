@@ -107,6 +107,7 @@ def test_a_foreign_recipient_gets_550_and_the_project_addresses_250(
     daemon: DaemonProcess, daemon_config: Config, port: int
 ) -> None:
     lmtp = client(port)
+    assert lmtp.has_extn("pipelining")  # the kill -9 test below sends its commands at once
     lmtp.mail(REPORTER)
     assert lmtp.rcpt("someone@example.org")[0] == 550
     assert lmtp.rcpt("security@other.example")[0] == 550

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 OUTBOX_IDLE = 60.0
 # After an unexpected error in an outbox pass (not an SMTP failure: those are retried per row).
 OUTBOX_RETRY = 5.0
+# How often the intake loop's STATUS= may change while all is well (seconds).
+STATUS_EVERY = 1.0
 
 
 class DaemonHost(Host, Protocol):
@@ -74,6 +77,7 @@ class IntakeLoop(RunnerLoop):
         self.runner: IntakeRunner | None = None
         self.liveness: Liveness | None = None
         self.composer: Composer | None = None
+        self._status_at: float | None = None
 
     def setup(self) -> None:
         self.store = Store(self.host.config.database)
@@ -96,6 +100,7 @@ class IntakeLoop(RunnerLoop):
 
     def connect(self) -> None:
         assert self.mailbox is not None and self.store is not None
+        self._status_at = None  # the first turn on a connection says so at once
         self.mailbox.connect()
         self.runner = IntakeRunner(
             self.host.config,
@@ -124,6 +129,16 @@ class IntakeLoop(RunnerLoop):
             on_intake = self.daemon.on_intake
             if on_intake is not None:
                 on_intake(handled)
+        self._reading_status()
+
+    def _reading_status(self) -> None:
+        """STATUS= while all is well, at most once a second: with LMTP a turn can take a
+        millisecond, and counting the outbox's backlog then costs more than the turn."""
+        assert self.mailbox is not None and self.store is not None
+        now = time.monotonic()
+        if self._status_at is not None and now - self._status_at < STATUS_EVERY:
+            return
+        self._status_at = now
         self.host.set_status(
             f"reading {self.mailbox.name}; last look "
             f"{self.host.clock().strftime('%H:%M:%S')} UTC; "
