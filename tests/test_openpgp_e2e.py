@@ -182,6 +182,9 @@ def test_inline_armoured_report(
     assert tag in receipt.msg["Subject"]
     inner, _ = _opened(outsider, receipt)
     assert tag in inner["Subject"]
+    # Read again (show, export, /attachments), the text is the decrypted one too.
+    (shown,) = desk.show(_report_id(desk))["messages"]
+    assert REPORT.strip() in shown["text"] and "BEGIN PGP" not in shown["text"]
 
 
 def test_report_encrypted_to_another_key(
