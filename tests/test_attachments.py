@@ -15,19 +15,25 @@ import re
 import stat
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from email import message_from_bytes
 from email.message import EmailMessage
+from email.policy import default
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
-from helpers import MAINTAINERS, REPORTER, Harness, imap_config
-from servers import ImapAccount, SmtpSink
+from helpers import MAINTAINERS, REPORTER, Harness, imap_config, mail, make_config
+from servers import Captured, ImapAccount, SmtpSink
 
 from triaged.cli import main
+from triaged.config import load
 from triaged.core.files import safe_name
 from triaged.core.ids import find_tag, tag
+from triaged.mail import auth
+from triaged.mail.compose import Composer
 
 POC = bytes(range(256)) * 40 + b"\x00\r\n\x1b[31m end"
 
@@ -257,3 +263,159 @@ def test_export_contains_hostile_filenames(
 )
 def test_safe_name(name: str, expected: str) -> None:
     assert safe_name(name, "attachment") == expected
+
+
+# --- /attachments and [intake] forward_attachments ------------------------------------------
+
+
+def command_mail(h: Harness, report_id: str, sender: str, body: str) -> bytes:
+    """A maintainer's reply to triaged's mail: to the reply address with their token."""
+    key = auth.load_or_create_key(h.config.auth.key_file)
+    to = auth.reply_address(key, h.config.project.address, report_id, sender)
+    return mail(sender=sender, to=to, subject=f"Re: {tag(report_id)} PoC", body=body)
+
+
+def files_of(captured: Captured) -> dict[str, bytes]:
+    return {
+        str(part.get_filename()): part.get_payload(decode=True)
+        for part in captured.msg.iter_attachments()
+    }
+
+
+def test_attachments_go_to_the_maintainer_who_asked_and_nobody_else(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    report_id = report_with_attachments(harness, imap_account, smtp_sink)
+    before = len(smtp_sink.messages)
+    imap_account.append(command_mail(harness, report_id, MAINTAINERS[1], "/attachments\n"))
+    assert harness.pump() == 1
+    new = smtp_sink.wait_for(before + 2)[before:]
+    # Two mails, both to Bob: the files and the transcript. Alice and the reporter get nothing.
+    assert [c.rcpt_tos for c in new] == [[MAINTAINERS[1]], [MAINTAINERS[1]]]
+    files = next(c for c in new if c.msg.get_content_type() == "multipart/mixed")
+    assert files_of(files) == {"1-poc.bin": POC, "2-poc.zip": ARCHIVE}
+    assert {p.get_content_type() for p in files.msg.iter_attachments()} == {
+        "application/octet-stream"
+    }
+    text = files.msg.get_body(("plain",)).get_content()
+    assert f"sha256 {hashlib.sha256(POC).hexdigest()}" in text
+    transcript = next(c for c in new if c is not files)
+    assert "done    /attachments\r\n        attachments 1, 2 mailed to bob@example.org (only)" in (
+        transcript.msg.get_content()
+    )
+    # Asking for some by number.
+    imap_account.append(command_mail(harness, report_id, MAINTAINERS[0], "/attachments 2\n"))
+    assert harness.pump() == 1
+    latest = smtp_sink.wait_for(before + 4)[before + 2 :]
+    assert [c.rcpt_tos for c in latest] == [[MAINTAINERS[0]], [MAINTAINERS[0]]]
+    assert files_of(next(c for c in latest if c.msg.is_multipart())) == {"2-poc.zip": ARCHIVE}
+    assert len(smtp_sink.messages) == before + 4
+
+
+def test_attachments_over_the_limit_are_named_with_the_cli_command(
+    tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    config = imap_config(tmp_dir, imap_account, smtp_sink)
+    config.path.write_text(
+        config.path.read_text() + f"\n[limits]\nmax_attachments_mail = {len(ARCHIVE) + 10}\n"
+    )
+    h = Harness(load(config.path))
+    try:
+        report_id = report_with_attachments(h, imap_account, smtp_sink)
+        imap_account.append(command_mail(h, report_id, MAINTAINERS[0], "/attachments\n"))
+        assert h.pump() == 1
+        new = smtp_sink.wait_for(5)[3:]
+        files = next(c for c in new if c.msg.is_multipart())
+        assert files_of(files) == {"2-poc.zip": ARCHIVE}
+        text = files.msg.get_body(("plain",)).get_content()
+        assert f"triaged export {report_id}" in text and "1. poc.bin" in text
+        transcript = next(c for c in new if c is not files).msg.get_content()
+        assert f"1 over the {len(ARCHIVE) + 10}-byte limit" in transcript
+        assert f"triaged export {report_id}" in transcript
+    finally:
+        h.close()
+
+
+def test_attachments_from_a_non_maintainer_is_refused_as_any_command(
+    harness: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    report_id = report_with_attachments(harness, imap_account, smtp_sink)
+    # The reporter asks: refused, as any maintainers' command (their note still reaches the
+    # maintainers, without the files).
+    imap_account.append(
+        mail(sender=REPORTER, subject=f"Re: {tag(report_id)}", body="/attachments\n")
+    )
+    assert harness.pump() == 1
+    new = smtp_sink.wait_for(6)[3:]
+    assert not any(c.msg.is_multipart() for c in new)
+    answer = next(c for c in new if c.rcpt_tos == [REPORTER])
+    assert "/attachments is not available to you" in answer.msg.get_content()
+    # A maintainer's address without the proof (no token in the address): refused, the team
+    # told, nothing mailed to the sender.
+    before = len(smtp_sink.messages)
+    imap_account.append(
+        mail(sender=MAINTAINERS[0], subject=f"Re: {tag(report_id)}", body="/attachments\n")
+    )
+    assert harness.pump() == 1
+    refused = smtp_sink.wait_for(before + len(MAINTAINERS))[before:]
+    assert all("Refused commands" in str(c.msg["Subject"]) for c in refused)
+    assert not any(c.msg.is_multipart() for c in refused)
+    events = [e["kind"] for e in harness.show(report_id)["events"]]
+    assert "attachments_sent" not in events
+
+
+def test_forward_attachments_ride_along_with_the_notification(
+    tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink
+) -> None:
+    config = imap_config(tmp_dir, imap_account, smtp_sink)
+    config.path.write_text(config.path.read_text() + '\n[intake]\nforward_attachments = "2KB"\n')
+    h = Harness(load(config.path))
+    try:
+        small = b"small proof\x00\xff"
+        imap_account.append(
+            with_attachments(
+                "two files",
+                "see attached\n",
+                [
+                    ("big.bin", POC, "application/octet-stream"),
+                    ("small.txt", small, "text/plain"),
+                ],
+            )
+        )
+        assert h.pump() == 1
+        notes = [c for c in smtp_sink.wait_for(3) if c.rcpt_tos[0] in MAINTAINERS]
+        assert len(notes) == 2
+        for note in notes:
+            assert files_of(note) == {"2-small.txt": small}
+            text = note.msg.get_body(("plain",)).get_content()
+            assert "2. small.txt (text/plain, 13 bytes), attached to this mail" in text
+            assert f"1. big.bin (application/octet-stream, {len(POC)} bytes)\r\n" in text
+        receipt = next(c for c in smtp_sink.messages if c.rcpt_tos == [REPORTER])
+        assert not receipt.msg.is_multipart()
+    finally:
+        h.close()
+
+
+def test_composed_attachments_keep_their_bytes_and_any_name_safely(tmp_dir: Path) -> None:
+    composer = Composer(make_config(tmp_dir))
+    names = ['été "quoted".bin', "line\r\nBcc: victim@example.net", "plain.txt"]
+    out = composer.build(
+        kind="attachments",
+        to=MAINTAINERS[0],
+        subject="files",
+        template="attachments_mail.txt",
+        context={"sent": [], "over": [], "limit": 1},
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        report_id="abcd2345",
+        attachments=[(name, POC + name.encode()) for name in names],
+    )
+    parsed = message_from_bytes(out.raw, policy=default)
+    assert "Bcc" not in parsed and parsed["To"] == MAINTAINERS[0]
+    parts = list(parsed.iter_attachments())
+    assert [p.get_filename() for p in parts] == [
+        'été "quoted".bin',
+        "line Bcc: victim@example.net",
+        "plain.txt",
+    ]
+    assert [p.get_payload(decode=True) for p in parts] == [POC + n.encode() for n in names]
+    assert all(len(line) <= 998 for line in out.raw.split(b"\r\n"))

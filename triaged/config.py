@@ -218,6 +218,8 @@ class LimitsConfig:
     # Notices to the team about untrusted mail (held messages, refused commands) per report in
     # any hour; the rest wait for one summary.
     notices_per_report_per_hour: int = 3
+    # The most one /attachments mail carries (bytes); larger files are named with the CLI.
+    max_attachments_mail: int = 10 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,9 @@ class SpamVerdict:
 @dataclass(frozen=True)
 class IntakeConfig:
     spam_verdicts: tuple[SpamVerdict, ...] = ()
+    # Attachments up to this total size (bytes) ride along with the new-report notification;
+    # 0 = none (they are listed, and /attachments or `triaged export` gets them).
+    forward_attachments: int = 0
 
 
 @dataclass(frozen=True)
@@ -576,6 +581,7 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         limits=_limits(section("limits", required=False)),
         auth=_auth(section("auth", required=False), database),
         templates_dir=_templates_dir(section("templates", required=False)),
+        intake=_intake(section("intake", required=False)),
         digest=_digest(section("digest", required=False)),
         liveness=_liveness(section("liveness", required=False)),
         package=_package(section("package", required=False), project),
@@ -583,7 +589,6 @@ def _build(loader: _Loader, data: dict[str, Any]) -> Config:
         security_txt=_security_txt(section("security_txt", required=False)),
         oauth2=oauth2,
         openpgp=_openpgp(section("openpgp", required=False), database),
-        intake=_intake(section("intake", required=False)),
     )
     if "openpgp" in config.auth.proofs and config.openpgp is None:
         raise loader.error("auth.proofs", 'the "openpgp" proof needs an [openpgp] section')
@@ -717,12 +722,14 @@ def _limits(s: _Section) -> LimitsConfig:
         max_text_chars=s.convert("max_text_chars", int, _positive, 1_000_000),
         receipts_per_sender_per_day=s.convert("receipts_per_sender_per_day", int, _positive, 1),
         notices_per_report_per_hour=s.convert("notices_per_report_per_hour", int, _positive, 3),
+        max_attachments_mail=_size(s, "max_attachments_mail", "10MB", positive=True),
     )
 
 
 def _intake(s: _Section) -> IntakeConfig:
     return IntakeConfig(
         spam_verdicts=tuple(s.convert("spam_verdicts", list, _spam_verdicts, [])),
+        forward_attachments=_size(s, "forward_attachments", "0"),
     )
 
 
@@ -740,6 +747,31 @@ def _spam_verdicts(values: list[Any]) -> list[SpamVerdict]:
             raise ValueError(f"{value!r}: must be 'Header-Name: value pattern'")
         verdicts.append(SpamVerdict(name.strip(), pattern.strip()))
     return verdicts
+
+
+_SIZE = re.compile(r"^(\d+)\s*([kmg]i?b?|b)?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def parse_size(value: object) -> int:
+    """A size in bytes: a whole number, or one with a unit: B, KB, MB, GB (1024-based; KiB,
+    MiB, GiB and K, M, G say the same)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    match = _SIZE.match(str(value).strip())
+    if match is None:
+        raise ValueError(f"{value!r} is not a size (a number of bytes, or e.g. '512KB', '10MB')")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def _size(s: _Section, key: str, default: str, positive: bool = False) -> int:
+    size: int = s.convert(key, object, parse_size, default)
+    if positive and size <= 0:
+        raise s.loader.error(s.key(key), "must be greater than zero")
+    return size
 
 
 def _auth(s: _Section, database: Path) -> AuthConfig:

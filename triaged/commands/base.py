@@ -34,7 +34,8 @@ HELP_ORDER = (
     *("ack", "assign", "severity", "cvss", "state", "confirm", "reject", "duplicate"),
     *("affects", "fixed-in", "cve", "embargo", "disclose"),
     *("credit", "cc", "waiting", "reply", "note"),
-    *("close", "reopen", "spam", "not-spam", "unblock", "status", "advisory", "help"),
+    *("close", "reopen", "spam", "not-spam", "unblock", "status", "attachments", "advisory"),
+    *("help",),
 )
 
 

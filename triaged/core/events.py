@@ -56,6 +56,9 @@ advisory_draft      advisory, gaps                 /advisory mailed the drafts
 credit_asked        -                              the reporter was asked how to be credited
 update_sent         key                            the periodic update to the reporter
 clock_notice        key, clock, notice             a reminder, escalation or overdue notice
+attachments_sent    to, sent, over                 /attachments mailed the numbered files in
+                                                   `sent` to `to` (the maintainer who asked);
+                                                   those in `over` were too large for one mail
 imported            source, as                     a message taken in silently (adopting a
                                                    mailbox, `triaged import`): no receipt, no
                                                    notification, no clock; `as` is what it
@@ -102,6 +105,7 @@ BLOCKED_MAIL: Final = "blocked_mail"
 NOTICES_SUMMARY: Final = "notices_summary"
 SENDER_BLOCKED: Final = "sender_blocked"
 SENDER_UNBLOCKED: Final = "sender_unblocked"
+ATTACHMENTS_SENT: Final = "attachments_sent"
 
 KINDS: Final = frozenset(
     {
@@ -132,6 +136,7 @@ KINDS: Final = frozenset(
         NOTICES_SUMMARY,
         SENDER_BLOCKED,
         SENDER_UNBLOCKED,
+        ATTACHMENTS_SENT,
     }
 )
 

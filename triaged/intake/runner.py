@@ -40,7 +40,7 @@ from triaged.service.outbox import enqueue
 from triaged.store import blocklist, events, messages, reports, terms
 from triaged.store import outbox as queue
 from triaged.store.db import Store
-from triaged.views import attachment_count
+from triaged.views import attachment_bytes, attachment_count, report_messages
 
 log = logging.getLogger(__name__)
 
@@ -462,6 +462,7 @@ class IntakeRunner:
             log.info("intake: report %s: no receipt: %s", report_id, no_receipt)
             events.record(self.store, report_id, now, ev.RECEIPT_SUPPRESSED, reason=no_receipt)
         text, truncated = _cap(msg.text)
+        forwarded = self._forwarded(report_id, msg)
         context = {
             "reporter": reporter,
             "from_text": msg.from_text,
@@ -470,7 +471,7 @@ class IntakeRunner:
             "due": wording.first_deadlines(first, self.composer.when),
             "receipt_sent": no_receipt is None,
             "no_receipt_reason": no_receipt,
-            "attachments": _numbered(msg, 1),
+            "attachments": _numbered(msg, 1, attached=set(forwarded)),
             "from_html": msg.text_from_html,
             "text": text,
             "truncated": truncated,
@@ -487,6 +488,7 @@ class IntakeRunner:
             now=now,
             report_id=report_id,
             reply_to=partial(self.dispatcher.reply_to, report_id),
+            attachments=list(forwarded.values()),
         )
         return out
 
@@ -494,6 +496,32 @@ class IntakeRunner:
         """Open or recent reports that name what this one names (at most three)."""
         found = related.terms(msg.from_addr, msg.subject, msg.text)
         return related.best(terms.sharing(self.store, report_id, found, now - RECENT))
+
+    def _forwarded(self, report_id: str, msg: ParsedMessage) -> dict[int, tuple[str, bytes]]:
+        """The attachments that ride along with the notification (`intake.forward_attachments`:
+        in order, each while the total stays within it), by number: (file name, bytes), read
+        as `show` and `/attachments` read them (decrypted when the report came encrypted)."""
+        budget = self.config.intake.forward_attachments
+        if budget <= 0:
+            return {}
+        chosen: set[int] = set()
+        for position, attachment in enumerate(msg.attachments):
+            if attachment.size <= budget:
+                chosen.add(position + 1)
+                budget -= attachment.size
+        if not chosen:
+            return {}
+        keyring = self.reader.keyring if self.reader is not None else None
+        stored = report_messages(self.store, report_id, self.config.limits, keyring=keyring)
+        wanted = [item for m in stored[:1] for item in m.attachments if item.index in chosen]
+        data = attachment_bytes(stored[:1], wanted, self.config.limits)
+        return {
+            item.index: (
+                f"{item.index}-{item.attachment.filename or 'attachment'}",
+                data[item.index],
+            )
+            for item in wanted
+        }
 
     def _receipt_refusal(self, reporter: str | None, now: datetime) -> str | None:
         """Why no receipt may go to this address now, or None when one may."""
@@ -640,9 +668,12 @@ class IntakeRunner:
         return c.LOOP
 
 
-def _numbered(msg: ParsedMessage, first: int) -> list[dict[str, object]]:
+def _numbered(
+    msg: ParsedMessage, first: int, attached: set[int] | None = None
+) -> list[dict[str, object]]:
     """A message's attachments as the notifications list them, numbered across the report
-    (`first` is the number of this message's first one)."""
+    (`first` is the number of this message's first one); `attached`: the numbers that ride
+    along with the mail."""
     return [
         {
             "index": first + n,
@@ -650,7 +681,7 @@ def _numbered(msg: ParsedMessage, first: int) -> list[dict[str, object]]:
             "content_type": a.content_type,
             "size": a.size,
             "sha256": a.sha256,
-            "attached": False,
+            "attached": first + n in (attached or ()),
         }
         for n, a in enumerate(msg.attachments)
     ]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable, Mapping
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import message_from_bytes
@@ -22,6 +23,7 @@ from email.policy import SMTP, default
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -149,6 +151,32 @@ def _body(text: str) -> tuple[str, bytes]:
     return "quoted-printable", binascii.b2a_qp(data, istext=True)
 
 
+def _filename_param(name: str) -> str:
+    """A Content-Disposition filename parameter for any name (RFC 2231 when not plain ASCII)."""
+    name = clean_header_text(name, 200) or "attachment"
+    if name.isascii() and not any(char in name for char in '"\\'):
+        return f'filename="{name}"'
+    return "filename*=utf-8''" + quote(name, safe="")
+
+
+def _mixed(
+    boundary: str, text_fields: list[str], text: bytes, attachments: Sequence[tuple[str, bytes]]
+) -> bytes:
+    """A multipart/mixed body: the text part, then each attachment in base64."""
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    parts = [delimiter, ("\r\n".join(text_fields) + "\r\n\r\n").encode("ascii"), text]
+    for name, data in attachments:
+        head = (
+            "Content-Type: application/octet-stream\r\n"
+            f"Content-Disposition: attachment; {_filename_param(name)}\r\n"
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+        )
+        encoded = base64.encodebytes(data).replace(b"\n", b"\r\n")
+        parts += [b"\r\n", delimiter, head.encode("ascii"), encoded]
+    parts.append(f"\r\n--{boundary}--\r\n".encode("ascii"))
+    return b"".join(parts)
+
+
 class Composer:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -185,10 +213,13 @@ class Composer:
         auto: str | None = None,
         reply_to: str | None = None,
         headers: Mapping[str, str] | None = None,
+        attachments: Sequence[tuple[str, bytes]] = (),
     ) -> Outgoing:
         """`auto` is an RFC 3834 Auto-Submitted value ("auto-replied", "auto-generated");
         auto-replies go out with an empty envelope sender so nothing bounces back to us.
-        `headers`: more fields of triaged's own (names and ASCII values, e.g. the canary's)."""
+        `headers`: more fields of triaged's own (names and ASCII values, e.g. the canary's).
+        `attachments` (file name, bytes) make it multipart/mixed: the text, then each file as
+        application/octet-stream, so that no mail client renders or runs one."""
         project = self.config.project
         message_id = new_message_id(self.domain)
         line = clean_header_text(subject, 250)
@@ -215,11 +246,16 @@ class Composer:
         for name, value in (headers or {}).items():
             fields.append(_field(_ascii(name, "a header name"), [_ascii(value, name)]))
         cte, body = _body(self.render(template, report_id=report_id, **context))
-        fields += [
+        text_fields = [
             'Content-Type: text/plain; charset="utf-8"',
             f"Content-Transfer-Encoding: {cte}",
-            "MIME-Version: 1.0",
         ]
+        if attachments:
+            boundary = f"=_triaged_{secrets.token_hex(16)}"
+            fields += [f'Content-Type: multipart/mixed; boundary="{boundary}"', "MIME-Version: 1.0"]
+            body = _mixed(boundary, text_fields, body, attachments)
+        else:
+            fields += [*text_fields, "MIME-Version: 1.0"]
         head = ("\r\n".join(fields) + "\r\n\r\n").encode("ascii")
         return Outgoing(
             message_id=message_id,
@@ -242,6 +278,7 @@ class Composer:
         report_id: str | None = None,
         reply_to: Callable[[str], str | None] | None = None,
         personal: Callable[[str], dict[str, Any]] | None = None,
+        attachments: Sequence[tuple[str, bytes]] = (),
     ) -> list[Outgoing]:
         """One notice to each of `recipients` (the maintainers, the team address), one mail
         each, auto-generated (RFC 3834): `reply_to(address)` gives each one's Reply-To (their
@@ -257,6 +294,7 @@ class Composer:
                 report_id=report_id,
                 auto="auto-generated",
                 reply_to=None if reply_to is None else reply_to(address),
+                attachments=attachments,
             )
             for address in recipients
         ]
