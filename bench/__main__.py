@@ -26,13 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import cases, clockscale, openpgp  # noqa: E402
+from bench import cases, clockscale, importing, openpgp  # noqa: E402
 from bench.rig import machine  # noqa: E402
 from bench.sink import BenchSink  # noqa: E402
 from tests.servers import DovecotServer, dovecot_version  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("ingest", "delivery", "latency", "clocks", "openpgp", "lmtp")
+NAMES = ("ingest", "delivery", "latency", "clocks", "openpgp", "lmtp", "import")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     for name in NAMES:
         parser.add_argument(
-            f"--{name}", type=int, metavar="N", help=f"how many for {name} (overrides the mode)"
+            f"--{name}",
+            dest=_field(name),
+            type=int,
+            metavar="N",
+            help=f"how many for {name} (overrides the mode)",
         )
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
@@ -62,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     sizes = cases.SMOKE if args.smoke else cases.FULL
     sizes = dataclasses.replace(
-        sizes, **{name: getattr(args, name) for name in NAMES if getattr(args, name)}
+        sizes,
+        **{
+            _field(name): getattr(args, _field(name))
+            for name in NAMES
+            if getattr(args, _field(name))
+        },
     )
     out = args.out or (HERE / "work" / "results-smoke.md" if args.smoke else HERE / "results.md")
 
@@ -88,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             if "lmtp" in only:
                 n = sizes.lmtp
                 _run(results, failures, "lmtp", cases.lmtp, sink, work, n, n * 50)
+        if "import" in only:
+            # No server: an mbox file read by `triaged import` (see bench/importing.py).
+            _run(results, failures, "import", importing.run, work, sizes.import_)
         if "clocks" in only:
             # No server: the database is built directly (see bench/clockscale.py).
             n = sizes.clocks
@@ -115,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, error in failures.items():
         print(f"bench: {name} FAILED:\n{error}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _field(name: str) -> str:
+    """The Sizes field (and argparse dest) of a benchmark: `import` is a keyword."""
+    return "import_" if name == "import" else name
 
 
 def _run(results: dict[str, Any], failures: dict[str, str], name: str, fn: Any, *args: Any) -> None:
@@ -216,6 +233,24 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
                 r["digest_s"] <= 1.0,
             )
         )
+    if "import" in results:
+        r = results["import"]
+        rows.append(
+            (
+                "import rate vs naive parse loop",
+                ">= 1.0x",
+                f"{r['ratio']:.2f}x",
+                r["ratio"] >= 1.0,
+            )
+        )
+        rows.append(
+            (
+                "import peak RSS",
+                "<= 80 MB",
+                f"{r['rss_peak_mb']:.1f} MB",
+                r["rss_peak_mb"] <= 80,
+            )
+        )
     return rows
 
 
@@ -265,6 +300,13 @@ def summary(results: dict[str, Any]) -> str:
             f"openpgp  {r['n']} PGP/MIME reports: {r['encrypted_rate']:.0f} msg/s, the same in "
             f"clear {r['clear_rate']:.0f} msg/s, ratio {r['ratio']:.2f}x; per report: "
             + ", ".join(f"{k} {v:.1f} ms" for k, v in r["steps_ms"].items())
+        )
+    if "import" in results:
+        r = results["import"]
+        lines.append(
+            f"import   {r['n']} msgs: triaged import {r['triaged_rate']:.0f} msg/s, naive parse "
+            f"loop {r['baseline_rate']:.0f} msg/s, ratio {r['ratio']:.2f}x, peak RSS "
+            f"{r['rss_peak_mb']:.1f} MB; a second run {r['again_s']:.2f} s"
         )
     for what, target, measured, met in targets(results):
         lines.append(f"target   {what}: {measured} ({target}) {'met' if met else 'MISSED'}")
@@ -507,6 +549,27 @@ def render(results: dict[str, Any], failures: dict[str, str], meta: dict[str, An
         ]
     if "lmtp" in results:
         lines += _lmtp_section(results)
+    if "import" in results:
+        r = results["import"]
+        lines += [
+            f"### 8. Import: an mbox archive of {r['n']:,} messages ({r['bytes'] / 1e6:.0f} MB; "
+            "the ingest corpus, every fourth message a follow-up to the one before)",
+            "",
+            "| | time | rate |",
+            "|---|---|---|",
+            f"| naive loop: mailbox.mbox + message_from_bytes(policy=default), nothing stored "
+            f"| {r['baseline_s']:.2f} s | {r['baseline_rate']:.0f} msg/s |",
+            f"| `triaged import` (its own process, from start to exit): stored, classified, "
+            f"threaded | {r['triaged_s']:.2f} s | {r['triaged_rate']:.0f} msg/s |",
+            f"| ratio triaged / naive | | **{r['ratio']:.2f}x** |",
+            f"| the same import again (adds nothing) | {r['again_s']:.2f} s | |",
+            "",
+            f"Peak RSS of the import process (getrusage): {r['rss_peak_mb']:.1f} MB "
+            f"({r['again_rss_peak_mb']:.1f} MB the second time). It said: `{r['summary']}`; "
+            f"the second time: `{r['again_summary']}`. Checks: "
+            f"{', '.join(f'{k}: {v:,}' for k, v in r['checks'].items())}.",
+            "",
+        ]
     for name, error in failures.items():
         lines += [f"### {name}: FAILED", "", "```", error.rstrip(), "```", ""]
     fixes = HERE / "fixes.md"

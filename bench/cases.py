@@ -32,8 +32,9 @@ from bench.rig import (
     write_config,
 )
 from bench.sink import BenchSink, Received
-from tests.helpers import DaemonProcess, base_sections, config_text, count_rows
+from tests.helpers import DaemonProcess, base_sections, config_text, count_rows, read_before
 from tests.servers import DovecotServer, free_port, private_dir
+from triaged.config import load
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,19 @@ class Sizes:
     clocks: int  # reports in the clock-pass database, a tenth of them open
     openpgp: int  # PGP/MIME reports, and the same in clear
     lmtp: int  # reports delivered one at a time over LMTP (and 50 times as many in parallel)
+    import_: int  # messages in the archive `triaged import` reads
 
 
-FULL = Sizes(ingest=10_000, delivery=10_000, latency=200, clocks=100_000, openpgp=1_000, lmtp=200)
-SMOKE = Sizes(ingest=200, delivery=300, latency=10, clocks=2_000, openpgp=10, lmtp=10)
+FULL = Sizes(
+    ingest=10_000,
+    delivery=10_000,
+    latency=200,
+    clocks=100_000,
+    openpgp=1_000,
+    lmtp=200,
+    import_=10_000,
+)
+SMOKE = Sizes(ingest=200, delivery=300, latency=10, clocks=2_000, openpgp=10, lmtp=10, import_=300)
 
 
 def _log(text: str) -> None:
@@ -91,6 +101,9 @@ def ingest(server: DovecotServer, work: Path, n: int) -> dict[str, Any]:
 
     directory = work / "ingest"
     config = write_config(directory, account, closed_port_url(), retry_initial="1h")
+    # The messages are moved in after the start but keep their arrival time (a day ago): as
+    # new mail of a mailbox read before, not a mailbox adopted at a new database's first start.
+    read_before(load(config))
     db = directory / "triaged.db"
     with Daemon(config, directory / "daemon.log") as daemon:
         daemon.wait_for_log("reading imap", timeout=30)

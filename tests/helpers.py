@@ -310,13 +310,36 @@ def with_reports(
     directory: Path, account: Any, sink: Any, n: int, batch_size: int, prefix: str = "r"
 ) -> Config:
     """`n` reports from distinct senders waiting in the account's INBOX, and a config that
-    reads them `batch_size` at a time (for tests that interrupt a daemon mid-batch)."""
+    reads them `batch_size` at a time (for tests that interrupt a daemon mid-batch). The
+    mailbox was read before (`read_before`), so they are new mail, not a mailbox to adopt."""
     for i in range(n):
         account.append(mail(sender=f"{prefix}{i}@outside.example", subject=f"report {i}"))
     config = imap_config(directory, account, sink)
     text = config.path.read_text()
     config.path.write_text(text.replace("[mailbox]\n", f"[mailbox]\nbatch_size = {batch_size}\n"))
+    read_before(config)
     return config
+
+
+def read_before(config: Config) -> None:
+    """Records in the config's database that triaged read its mailbox before, as a daemon
+    that ran earlier would have: mail waiting there is then handled as usual at the next
+    start, not taken in silently as at the first start of a new database."""
+    from triaged.mail.mailbox import open_mailbox
+    from triaged.store import messages
+
+    mailbox = open_mailbox(config.mailbox)
+    mailbox.connect()
+    try:
+        name, uidvalidity = mailbox.name, mailbox.uidvalidity()
+    finally:
+        mailbox.close()
+    store = Store(config.database)
+    try:
+        with store.transaction():
+            messages.set_uidvalidity(store, name, uidvalidity, datetime.now(UTC))
+    finally:
+        store.close()
 
 
 class Harness:

@@ -203,6 +203,7 @@ TABLE_OWNERS = {
     "participants": "triaged.store.reports",
     "messages": "triaged.store.messages",
     "mailbox_state": "triaged.store.messages",
+    "adoptions": "triaged.store.messages",
     "events": "triaged.store.events",
     "outbox": "triaged.store.outbox",
     "deadlines": "triaged.store.deadlines",

@@ -28,6 +28,7 @@ def test_bench_smoke_runs_and_writes_its_results(tmp_dir: Path) -> None:
         "### 3.",
         "### 6. Encrypted",
         "### 7. LMTP",
+        "### 8. Import",
     ):
         assert heading in text, text
     assert "FAILED" not in text

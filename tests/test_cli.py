@@ -123,10 +123,10 @@ def test_demo_config_is_the_embedded_default(tmp_path: Path) -> None:
     from triaged.config import load
     from triaged.service.demo import prepare
 
-    config_file, fed = prepare(tmp_path / "d")
-    assert fed == 3
+    config_file, samples = prepare(tmp_path / "d")
+    assert len(samples) == 3
     config = load(config_file)
     assert config.mailbox.endpoint.is_maildir and config.smtp.endpoint.is_maildir
     assert config.database.parent == (tmp_path / "d")
     # A second start keeps the data and feeds nothing twice.
-    assert prepare(tmp_path / "d")[1] == 0
+    assert prepare(tmp_path / "d")[1] == []

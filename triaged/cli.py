@@ -82,11 +82,12 @@ def main(ctx: click.Context, config: str | None, log_format: str, verbose: bool)
     setup_logging(log_format, logging.DEBUG if verbose else logging.INFO)
 
 
-def _run_daemon(config: Config, on_intake: Any = None) -> None:
+def _run_daemon(config: Config, on_intake: Any = None, on_ready: Any = None) -> None:
     from triaged.service.daemon import Daemon
 
     daemon = Daemon(config)
     daemon.on_intake = on_intake
+    daemon.on_ready = on_ready
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -519,6 +520,89 @@ def export(ctx: click.Context, report_id: str, directory: Path | None) -> None:
         click.echo(f"message #{number}: {why}; no attachment of it is written", err=True)
 
 
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.pass_context
+def import_archive(ctx: click.Context, path: Path) -> None:
+    """Take in an archive of the mailbox (an mbox file or a Maildir) silently: each message is
+    stored and threaded, nothing is sent, no command runs and no clock starts. Run twice, it
+    adds nothing. A progress bar on a terminal; plain lines otherwise; one line at the end.
+
+    Example: triaged import /srv/mail/security-2019-2025.mbox
+    """
+    from triaged.intake.archive import import_archive as take_in
+
+    config = _config(ctx)
+    store = Store(config.database)
+    progress = _Progress(sys.stderr.isatty())
+    try:
+        with _import_keys(config) as keyring:
+            summary = take_in(
+                config,
+                store,
+                path,
+                datetime.now(UTC),
+                progress.start,
+                progress.advance,
+                keyring,
+            )
+    except MailboxError as exc:
+        _fail(str(exc), 1)
+    finally:
+        progress.finish()
+    click.echo(f"import {path}: {summary.line()}")
+
+
+@contextlib.contextmanager
+def _import_keys(config: Config) -> Iterator[Keyring | None]:
+    """The configured OpenPGP keys (in a scratch home) to read encrypted archived mail with;
+    None when OpenPGP is off or they cannot be loaded (said on stderr)."""
+    from triaged.mail.openpgp import OpenPGPError, scratch_keyring
+
+    if config.openpgp is None:
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        keyring: Keyring | None = None
+        try:
+            keyring = stack.enter_context(scratch_keyring(config))
+        except (ConfigError, OpenPGPError) as exc:
+            click.echo(f"note: encrypted messages are stored unread: {exc}", err=True)
+        yield keyring
+
+
+class _Progress:
+    """A progress bar (click's) on a terminal; otherwise a plain line every 1,000 messages."""
+
+    EVERY = 1000
+
+    def __init__(self, terminal: bool) -> None:
+        self.terminal = terminal
+        self.bar: Any = None
+        self.total = 0
+        self.done = 0
+
+    def start(self, total: int) -> None:
+        self.total = total
+        if self.terminal:
+            self.bar = click.progressbar(length=total, label="importing", file=sys.stderr)
+            self.bar.__enter__()
+        else:
+            click.echo(f"import: {total} messages to read", err=True)
+
+    def advance(self, count: int) -> None:
+        before, self.done = self.done, self.done + count
+        if self.bar is not None:
+            self.bar.update(count)
+        elif before // self.EVERY != self.done // self.EVERY:
+            click.echo(f"import: {self.done} of {self.total} messages", err=True)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (timestamps in UTC).")
 @click.pass_context
@@ -620,13 +704,11 @@ def demo(directory: Path) -> None:
 
     Example: triaged demo --dir /tmp/triaged-demo
     """
-    from triaged.service.demo import prepare, summarize
+    from triaged.service.demo import feed, prepare, summarize
 
-    config_file, fed = prepare(directory)
+    config_file, samples = prepare(directory)
     config = load(config_file)
     click.echo(f"triaged demo in {directory}/ (config: {config_file})")
-    if fed:
-        click.echo(f"fed {fed} sample message(s) into {config.mailbox.endpoint.path}/new")
     click.echo(
         f"drop more mail files into {config.mailbox.endpoint.path}/new; "
         f"what triaged sends lands in {config.smtp.endpoint.path}/new; Ctrl-C stops"
@@ -634,11 +716,18 @@ def demo(directory: Path) -> None:
 
     seen: set[str] = set()
 
+    def on_ready() -> None:
+        # After the start: mail already there at a new database's first start is taken in
+        # silently, and the demo wants its samples answered.
+        if samples:
+            fed = feed(config, samples)
+            click.echo(f"fed {fed} sample message(s) into {config.mailbox.endpoint.path}/new")
+
     def on_intake(handled: int) -> None:
         for line in summarize(config, seen):
             click.echo(line)
 
-    _run_daemon(config, on_intake)
+    _run_daemon(config, on_intake, on_ready)
 
 
 @main.command()

@@ -89,6 +89,7 @@ class OpenReport:
     overdue: bool
     # Its /affects touches only version lines outside `package.supported`.
     unsupported: bool = False
+    imported: bool = False  # made by an import (adopting a mailbox, `triaged import`)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Change:
     severity: str | None
     at: datetime
     reopened: bool = False  # closed this week, but open again now
+    imported: bool = False  # made by an import (adopting a mailbox, `triaged import`)
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,14 @@ def _open_key(report: OpenReport) -> tuple[Any, ...]:
     )
 
 
+def _flag(row: Row, key: str) -> bool:
+    """A 0/1 column that rows built by hand may leave out."""
+    try:
+        return bool(row[key])
+    except (KeyError, IndexError):
+        return False
+
+
 def _median(values: list[int]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -209,7 +219,14 @@ def figures(
     held_ids = {c.id for c in held}
     opened = _open_reports(now, open_rows, unsupported)
     came_in = [
-        Change(r["id"], r["title"], r["state"], r["severity"], parse_ts(r["created_at"]))
+        Change(
+            r["id"],
+            r["title"],
+            r["state"],
+            r["severity"],
+            parse_ts(r["created_at"]),
+            imported=_flag(r, "imported"),
+        )
         for r in came_in_rows
         if r["id"] not in held_ids
     ]
@@ -256,6 +273,7 @@ def _open_reports(
                 due=due,
                 overdue=due is not None and due <= now,
                 unsupported=unsupported(row["affected"]),
+                imported=_flag(row, "imported"),
             )
         )
     return sorted(opened, key=_open_key)
@@ -297,8 +315,14 @@ def _marks(values: Iterable[str]) -> tuple[str, tuple[str, ...]]:
 
 
 # The next deadline of each open report: one lookup by the deadlines primary key per report.
-_OPEN_SQL = """
-SELECT r.id, r.title, r.state, r.severity, r.handler, r.affected, d.clock, d.due_at
+# A report made by an import has `imported` as its first event (triaged/intake/imported.py).
+_IMPORTED = "(SELECT e.kind FROM events e WHERE e.report_id = r.id ORDER BY e.id LIMIT 1) = ?"
+
+_OPEN_SQL = (
+    """
+SELECT r.id, r.title, r.state, r.severity, r.handler, r.affected, d.clock, d.due_at, """
+    + _IMPORTED
+    + """ AS imported
 FROM reports r
 LEFT JOIN deadlines d ON d.rowid = (
     SELECT x.rowid FROM deadlines x
@@ -307,11 +331,13 @@ LEFT JOIN deadlines d ON d.rowid = (
     ORDER BY x.due_at, x.clock LIMIT 1)
 WHERE r.state IN ({states})
 """
+)
 
-_CAME_IN_SQL = """
-SELECT id, title, state, severity, created_at FROM reports
-WHERE created_at > ? AND created_at <= ?
-"""
+_CAME_IN_SQL = (
+    "SELECT r.id, r.title, r.state, r.severity, r.created_at, "
+    + _IMPORTED
+    + " AS imported FROM reports r WHERE r.created_at > ? AND r.created_at <= ?"
+)
 
 _HELD_SQL = """
 SELECT r.id, r.title, r.state, r.severity, r.created_at FROM reports r
@@ -358,8 +384,8 @@ def build(store: Store, config: Config, now: datetime) -> Digest:
     now_ts, week_ts, window_ts = ts(now), ts(now - WEEK), ts(now - WINDOW)
     open_marks, open_states = _marks(sorted(wf.OPEN))
     ended_marks, ended_states = _marks(sorted(wf.TERMINAL))
-    open_rows = store.all(_OPEN_SQL.format(states=open_marks), open_states)
-    came_in = store.all(_CAME_IN_SQL, (week_ts, now_ts))
+    open_rows = store.all(_OPEN_SQL.format(states=open_marks), (ev.IMPORTED, *open_states))
+    came_in = store.all(_CAME_IN_SQL, (ev.IMPORTED, week_ts, now_ts))
     closed = store.all(
         _CLOSED_SQL.format(states=ended_marks), (ev.STATE, week_ts, now_ts, *ended_states)
     )
@@ -444,6 +470,7 @@ def _deadline(composer: Composer, now: datetime, report: OpenReport) -> dict[str
         "left": None if due is None else span(due - now),
         "overdue": report.overdue,
         "unsupported": report.unsupported,
+        "imported": report.imported,
     }
 
 
@@ -470,6 +497,7 @@ def _change(composer: Composer, item: Change) -> dict[str, Any]:
         "severity": _severity(item.severity),
         "when": composer.when(item.at),
         "reopened": item.reopened,
+        "imported": item.imported,
     }
 
 

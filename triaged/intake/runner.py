@@ -12,6 +12,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +29,8 @@ from triaged.core.ids import find_tag, new_report_id, tag
 from triaged.core.timefmt import parse_ts
 from triaged.errors import CommandsRefused, UnsafeMessage
 from triaged.intake import classify as c
+from triaged.intake.imported import SilentHandlers
+from triaged.intake.incoming import DUPLICATE, KNOWN, QUARANTINED, Incoming
 from triaged.intake.lists import through_own_list
 from triaged.intake.notices import TeamNotices
 from triaged.mail import auth
@@ -44,8 +47,6 @@ from triaged.views import attachment_bytes, attachment_count, report_messages
 
 log = logging.getLogger(__name__)
 
-QUARANTINED = "quarantined"
-DUPLICATE = "duplicate"
 TEXT_FOR_MAINTAINERS = 20_000
 _RETRY_FAILED_AFTER = 600.0
 # Committed messages are moved out of the folder this many at a time (and at the end of each
@@ -54,14 +55,6 @@ _RETRY_FAILED_AFTER = 600.0
 MOVE_CHUNK = 500
 # How long an ended report still counts as "possibly related" to a new one.
 RECENT = timedelta(days=30)
-
-
-@dataclass(frozen=True)
-class Incoming:
-    uid: str
-    raw: bytes
-    sha256: str
-    received: datetime
 
 
 @dataclass
@@ -84,7 +77,9 @@ class IntakeRunner:
         composer: Composer | None = None,
         stop: threading.Event | None = None,
         keyring: Keyring | None = None,
+        imported: str | None = None,
     ) -> None:
+        """`imported`: take every message in silently, naming this source (`triaged import`)."""
         self.config = config
         self.store = store
         self.mailbox = mailbox
@@ -123,14 +118,42 @@ class IntakeRunner:
             c.BLOCKED: self._blocked,
             c.CANARY: self._canary,
         }
+        # Messages fetched and committed together (one transaction, one fsync).
+        self.batch_size = config.mailbox.batch_size
+        self.silent = SilentHandlers(store, self._store)
+        # What the messages of this runner's passes turned out to be (kinds, QUARANTINED,
+        # DUPLICATE, KNOWN): `triaged import` sums them up.
+        self.outcomes: Counter[str] = Counter()
+        self.imported = imported
+        # Mail that arrived before this moment is taken in silently (adopting a mailbox).
+        self.adopt_before: datetime | None = None
 
     # --- the pass ---------------------------------------------------------------------------
 
     def start(self, now: datetime) -> None:
-        """After (re)connecting: compare UIDVALIDITY with what we last saw."""
+        """After (re)connecting: compare UIDVALIDITY with what we last saw, and see whether
+        this mailbox is being adopted.
+
+        Adopting: when a database that never stored a message first reads a mailbox, the mail
+        already there (arrived before this second) is taken in silently, so that years of an
+        existing security mailbox do not each get a receipt and a notification, and no clock
+        escalates for the past. The moment is kept in the database: a restart in the middle
+        of a large mailbox goes on taking the old mail in silently.
+        """
         self.uidvalidity = self.mailbox.uidvalidity()
         name = self.mailbox.name
         last = messages.last_uidvalidity(self.store, name)
+        if last is None and self.imported is None and messages.is_empty(self.store):
+            before = now.replace(microsecond=0)
+            with self.store.transaction():
+                messages.adopt(self.store, name, before, now)
+            log.info(
+                "new database: mail that reached %s before %s is taken in silently"
+                " (stored and threaded; no receipt, no notification, no clock)",
+                name,
+                before.isoformat(),
+            )
+        self.adopt_before = messages.adopted_before(self.store, name)
         if last is not None and last != self.uidvalidity:
             log.error(
                 "UIDVALIDITY of %s changed from %s to %s: the server renumbered its messages; "
@@ -158,7 +181,9 @@ class IntakeRunner:
             handled += done
         return handled
 
-    def _pass(self, now: datetime) -> int:
+    def _pass(self, now: datetime, on_batch: Callable[[int], None] | None = None) -> int:
+        """One look at the mailbox: everything pending handled, batch by batch (`on_batch`
+        gets each batch's count of messages handled)."""
         monotonic = time.monotonic()
         pending = [
             env
@@ -170,8 +195,11 @@ class IntakeRunner:
         known = self._known([env.uid for env in pending])
         if known:
             # Committed by an earlier pass that stopped before moving them.
-            log.info("%d message(s) already stored; moving them out of the inbox", len(known))
+            log.info("%d message(s) already stored; setting them aside", len(known))
             self.mailbox.mark_processed(sorted(known, key=_uid_order))
+            self.outcomes[KNOWN] += len(known)
+            if on_batch is not None:
+                on_batch(len(known))
         todo = [env for env in pending if env.uid not in known]
         limit = self.config.limits.max_message_size
         oversized = [env for env in todo if env.size > limit]
@@ -179,14 +207,20 @@ class IntakeRunner:
             self._oversized(env, now)
         if oversized:
             self.mailbox.quarantine([env.uid for env in oversized])
+            self.outcomes[QUARANTINED] += len(oversized)
+            if on_batch is not None:
+                on_batch(len(oversized))
         small = [env for env in todo if env.size <= limit]
         handled = len(oversized)
-        size = self.config.mailbox.batch_size
+        size = self.batch_size
         done = _Done()
         for start in range(0, len(small), size):
             if self.stop.is_set():
                 break
-            handled += self._batch(small[start : start + size], now, done)
+            count = self._batch(small[start : start + size], now, done)
+            handled += count
+            if on_batch is not None:
+                on_batch(count)
             if len(done) >= MOVE_CHUNK:
                 self._set_aside(done)
         self._set_aside(done)
@@ -207,7 +241,7 @@ class IntakeRunner:
                 raw = raws.get(env.uid)
                 if raw is None:
                     continue
-                incoming = Incoming(env.uid, raw, hashlib.sha256(raw).hexdigest(), now)
+                incoming = self._incoming(env, raw, now)
                 outcome: str | None
                 try:
                     outcome = self.ingest(incoming)
@@ -215,6 +249,8 @@ class IntakeRunner:
                     # The runner boundary: one bad message never stops the daemon.
                     log.exception("intake: handling message uid %s failed; storing it", env.uid)
                     outcome = self._store_failed(incoming)
+                if outcome is not None:
+                    self.outcomes[outcome] += 1
                 if outcome is None:
                     self.failed[env.uid] = time.monotonic()
                 elif outcome == QUARANTINED:
@@ -225,6 +261,18 @@ class IntakeRunner:
         done.processed += processed
         done.quarantined += quarantined
         return len(processed) + len(quarantined)
+
+    def take_all(self, now: datetime, on_batch: Callable[[int], None] | None = None) -> int:
+        """One pass over everything pending (for an archive, which does not change)."""
+        return self._pass(now, on_batch)
+
+    def _incoming(self, env: Envelope, raw: bytes, now: datetime) -> Incoming:
+        source = self.imported
+        before = self.adopt_before
+        if source is None and before is not None and env.received and env.received < before:
+            source = "adopted"
+        received = env.received if source is not None and env.received is not None else now
+        return Incoming(env.uid, raw, hashlib.sha256(raw).hexdigest(), received, source)
 
     def _set_aside(self, done: _Done) -> None:
         """Moves committed messages out of the folder (if this fails, the next pass finds them
@@ -268,8 +316,11 @@ class IntakeRunner:
                     self._store(incoming, msg, DUPLICATE, reason, None)
                 return DUPLICATE
         msg = self._as_read(incoming.raw, msg)
-        decision = c.classify(msg, self._thread(msg), self.context)
+        silent = incoming.imported is not None
+        decision = c.classify(msg, self._thread(msg, silent), self.context)
         with self.store.transaction():
+            if silent:
+                return self.silent.handlers[decision.kind](incoming, msg, decision)
             kind = self.handlers[decision.kind](incoming, msg, decision)
             if kind in (c.FOLLOWUP, c.MAINTAINER) and decision.report_id is not None:
                 self._refresh_clocks(decision.report_id, incoming.received)
@@ -295,15 +346,18 @@ class IntakeRunner:
                 "intake: clocks of report %s not recomputed; the clock pass will", report_id
             )
 
-    def _thread(self, msg: ParsedMessage) -> c.Thread | None:
+    def _thread(self, msg: ParsedMessage, silent: bool = False) -> c.Thread | None:
+        """The report a message belongs to: by its tag, else by one of our own Message-IDs
+        it answers; mail taken in silently also by the Message-IDs of stored messages (an old
+        conversation is one report)."""
         report_id, by = find_tag(msg.subject), "tag"
         if report_id is not None and self.store.report(report_id) is None:
             report_id = None
+        answered = msg.in_reply_to + msg.references
         if report_id is None:
-            report_id, by = (
-                queue.report_of(self.store, msg.in_reply_to + msg.references + msg.about),
-                "references",
-            )
+            report_id, by = queue.report_of(self.store, answered + msg.about), "references"
+        if report_id is None and silent:
+            report_id, by = messages.report_of(self.store, answered), "references"
         if report_id is None:
             return None
         return c.Thread(report_id, self.store.participants(report_id), by)
@@ -374,10 +428,15 @@ class IntakeRunner:
                 size=env.size,
                 raw=None,
                 kind=QUARANTINED,
-                reason=reason + f"; left in folder {self.config.mailbox.quarantine_folder}",
+                reason=reason + f"; left in {self._quarantine_place()}",
                 received=now,
             )
             events.record(self.store, None, now, ev.QUARANTINED, message=number)
+
+    def _quarantine_place(self) -> str:
+        if self.imported is not None:
+            return "the archive"
+        return f"folder {self.config.mailbox.quarantine_folder}"
 
     # --- what each kind of message does -----------------------------------------------------
 

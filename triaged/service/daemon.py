@@ -48,6 +48,8 @@ class Daemon:
         self.reload_requested = threading.Event()
         self.generation = 0
         self.on_intake: Callable[[int], None] | None = None
+        # Called once, when the mailbox was first opened and read to (after IntakeRunner.start).
+        self.on_ready: Callable[[], None] | None = None
         self.notifier = Notifier()
         self.watchdog = self.notifier.watchdog_interval()
         self.progress = {"intake": time.monotonic(), "outbox": time.monotonic()}
@@ -121,6 +123,8 @@ class Daemon:
         if not self.ready:
             self.ready = True
             self.notifier.notify("READY=1")
+            if self.on_ready is not None:
+                self.on_ready()
 
     def reload(self) -> bool:
         """Loads the config again; a bad one is refused and the running one kept."""

@@ -37,20 +37,28 @@ update_every = "1w"
 """
 
 
-def prepare(directory: Path) -> tuple[Path, int]:
-    """Writes the config (once) and feeds the samples into a fresh inbox; returns (config, fed)."""
+def prepare(directory: Path) -> tuple[Path, list[bytes]]:
+    """Writes the config (once); returns it and the sample reports to feed (none when the demo
+    ran before). The samples go in after the daemon started (`feed`): mail already in a
+    mailbox at the first start is taken in silently, and the demo means to answer them."""
     directory.mkdir(parents=True, exist_ok=True)
     config_file = directory / "config.toml"
-    fed = 0
+    samples: list[bytes] = []
     if not config_file.exists():
         config_file.write_text(EMBEDDED_CONFIG, encoding="utf-8")
-        inbox = std_mailbox.Maildir(directory / "inbox", create=True)
-        samples = resources.files("triaged") / "samples"
-        for sample in sorted(samples.iterdir(), key=lambda p: p.name):
+        folder = resources.files("triaged") / "samples"
+        for sample in sorted(folder.iterdir(), key=lambda p: p.name):
             if sample.name.endswith(".eml"):
-                inbox.add(sample.read_bytes())
-                fed += 1
-    return config_file, fed
+                samples.append(sample.read_bytes())
+    return config_file, samples
+
+
+def feed(config: Config, samples: list[bytes]) -> int:
+    """Delivers the samples into the demo's inbox (a Maildir); returns how many."""
+    inbox = std_mailbox.Maildir(config.mailbox.endpoint.path, create=True)
+    for sample in samples:
+        inbox.add(sample)
+    return len(samples)
 
 
 def summarize(config: Config, seen: set[str]) -> list[str]:

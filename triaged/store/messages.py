@@ -1,5 +1,6 @@
-"""The `messages` table (every message intake took, raw bytes and what it turned out to be)
-and `mailbox_state` (the UIDVALIDITY last seen of each mailbox)."""
+"""The `messages` table (every message intake took, raw bytes and what it turned out to be),
+`mailbox_state` (the UIDVALIDITY last seen of each mailbox) and `adoptions` (before when a
+mailbox's mail is taken in silently)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from triaged.core.timefmt import ts
+from triaged.core.timefmt import parse_ts, ts
 from triaged.store.db import Store
 
 REPORT = "report"  # the kind of a report's first message
@@ -144,3 +145,40 @@ def came_encrypted(store: Store, message_id: str) -> bool:
         (message_id,),
     )
     return row is not None
+
+
+def report_of(store: Store, message_ids: Sequence[str]) -> str | None:
+    """The report of a stored message with one of these Message-IDs (the last one given that
+    has one: References list the newest last)."""
+    if not message_ids:
+        return None
+    rows = store.all(
+        "SELECT message_id, report_id FROM messages WHERE report_id IS NOT NULL"
+        f" AND message_id IN ({','.join('?' * len(message_ids))})",
+        tuple(message_ids),
+    )
+    found = {row["message_id"]: row["report_id"] for row in rows}
+    for message_id in reversed(message_ids):
+        if message_id in found:
+            return str(found[message_id])
+    return None
+
+
+def is_empty(store: Store) -> bool:
+    """True when no message was ever stored."""
+    return store.one("SELECT 1 FROM messages LIMIT 1") is None
+
+
+def adopt(store: Store, mailbox: str, before: datetime, at: datetime) -> None:
+    """Mail of this mailbox that arrived before `before` is to be taken in silently. Recorded
+    once: a later call changes nothing."""
+    store.conn.execute(
+        "INSERT OR IGNORE INTO adoptions (mailbox, before, recorded_at) VALUES (?, ?, ?)",
+        (mailbox, ts(before), ts(at)),
+    )
+
+
+def adopted_before(store: Store, mailbox: str) -> datetime | None:
+    """Before when this mailbox's mail is taken in silently; None: all of it is handled."""
+    row = store.one("SELECT before FROM adoptions WHERE mailbox = ?", (mailbox,))
+    return None if row is None else parse_ts(row["before"])

@@ -245,6 +245,24 @@ def _canaries(db: Database) -> None:
     )
 
 
+@SCHEMA(name="007_adoptions")
+def _adoptions(db: Database) -> None:
+    """Adopting a mailbox that held mail before triaged first started (triaged/intake/).
+
+    adoptions: per mailbox, the moment before which its mail is taken in silently (no
+               receipt, no notification, no clock): the first start of a new database.
+    """
+    db.executescript(
+        """
+        CREATE TABLE adoptions (
+            mailbox TEXT PRIMARY KEY,
+            before TEXT NOT NULL,
+            recorded_at TEXT NOT NULL
+        );
+        """
+    )
+
+
 def adopt_legacy_record(db: Database, migrations: Migrations = SCHEMA) -> list[str]:
     """Moves 0.1.0's record of applied migrations into `_sqlite_migrations` (inside the
     caller's transaction); returns the names it moved."""

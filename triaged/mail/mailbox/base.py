@@ -9,15 +9,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
 @dataclass(frozen=True)
 class Envelope:
-    """A message waiting in the mailbox: its stable key and its size in bytes."""
+    """A message waiting in the mailbox: its stable key, its size in bytes, and when it
+    arrived (IMAP INTERNALDATE, a Maildir file's time; aware, UTC), if known."""
 
     uid: str
     size: int
+    received: datetime | None = None
 
 
 class Mailbox(Protocol):

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from imapclient import IMAPClient
@@ -294,10 +295,10 @@ class ImapMailbox:
             wanted = set(uids)
             # One FETCH unless the folder is huge (imapclient takes the UIDs as a list).
             for chunk in _chunks(uids):
-                for uid, item in client.fetch(chunk, ["RFC822.SIZE"]).items():
+                for uid, item in client.fetch(chunk, ["RFC822.SIZE", "INTERNALDATE"]).items():
                     size = item.get(b"RFC822.SIZE")
                     if uid in wanted and isinstance(size, int):
-                        found.append(Envelope(str(uid), size))
+                        found.append(Envelope(str(uid), size, _aware(item.get(b"INTERNALDATE"))))
         found.sort(key=lambda env: int(env.uid))
         return found
 
@@ -418,6 +419,17 @@ def _read_arrived(imap: Any, timeout: float) -> None:
     imap._get_response()
     while b"\n" in (_peek(imap) or b""):
         imap._get_response()
+
+
+def _aware(value: object) -> datetime | None:
+    """An INTERNALDATE as imapclient gives it (naive local time) -> aware UTC."""
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(UTC)
+
+
+def _is_new_mail(response: object) -> bool:
+    return isinstance(response, tuple) and len(response) >= 2 and response[1] in _NEW_MAIL
 
 
 def _peek(imap: Any) -> bytes | None:

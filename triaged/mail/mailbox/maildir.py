@@ -6,6 +6,7 @@ import mailbox as std_mailbox
 import os
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from triaged.config import MailboxConfig
@@ -62,7 +63,9 @@ class MaildirMailbox:
             except (KeyError, OSError):
                 continue
         found.sort()
-        return [Envelope(key, size) for _, key, size in found]
+        return [
+            Envelope(key, size, datetime.fromtimestamp(mtime, UTC)) for mtime, key, size in found
+        ]
 
     def fetch(self, uids: Sequence[str]) -> dict[str, bytes]:
         out = {}
