@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import mailbox
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -276,3 +277,37 @@ def test_a_maildir_is_adopted_by_its_file_times_and_a_restart_keeps_the_moment(
         assert len(harness.reports()) == 5
     finally:
         harness.close()
+
+
+def test_import_on_a_terminal_shows_a_progress_bar(tmp_dir: Path) -> None:
+    config = make_config(tmp_dir)
+    archive = tmp_dir / "a.mbox"
+    box = mailbox.mbox(str(archive))
+    for n in range(30):
+        box.add(mail(sender=f"s{n}@x.example", subject=f"report {n}"))
+    box.flush()
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "triaged", "--config", str(config.path), "import", str(archive)],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            timeout=120,
+            cwd=Path(__file__).parent.parent,
+        )
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert proc.returncode == 0
+    assert b"importing" in shown and b"100%" in shown
+    assert b"messages to read" not in shown  # the plain lines are for pipes and logs
+    assert b"30 messages read: 30 reports made" in proc.stdout

@@ -24,6 +24,7 @@ from helpers import (
     imap_config,
     mail,
     make_config,
+    wait_until,
 )
 from servers import ImapAccount, SmtpSink
 
@@ -225,6 +226,9 @@ def test_end_to_end_a_missed_acknowledgement_escalates_to_the_smtp_server(
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
+        # Mail already there at a new database's first start is adopted silently: this
+        # report arrives after it.
+        wait_until(lambda: daemon.ready, 30, "the daemon to start")
         imap_account.append(mail(sender=REPORTER, subject="Token leak in the API"))
         got = smtp_sink.wait_for(1 + len(MAINTAINERS), timeout=30)
         report_id = find_tag(str(got[0].msg["Subject"]))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from servers import DovecotServer, ImapAccount, mailbox_config
 
 from triaged.errors import MailboxError
 from triaged.mail.mailbox import open_mailbox
-from triaged.mail.mailbox.base import Envelope
 from triaged.mail.mailbox.imap import (
     PROCESSED_KEYWORD,
     QUARANTINE_KEYWORD,
@@ -81,9 +81,13 @@ def test_pending_and_fetch_return_exact_bytes_without_setting_seen(
     try:
         assert box.uidvalidity() > 0
         pending = box.pending()
-        assert pending == [
-            Envelope(str(uid), len(raw)) for uid, raw in zip(uids, raws, strict=True)
+        assert [(env.uid, env.size) for env in pending] == [
+            (str(uid), len(raw)) for uid, raw in zip(uids, raws, strict=True)
         ]
+        # When each arrived (INTERNALDATE, aware): adopting a mailbox depends on it.
+        for env in pending:
+            assert env.received is not None and env.received.utcoffset() == timedelta(0)
+            assert abs(datetime.now(UTC) - env.received) < timedelta(minutes=5)
         got = box.fetch([env.uid for env in pending] + ["999", "not-a-uid"])
         assert got == {str(uid): raw for uid, raw in zip(uids, raws, strict=True)}
         assert box.fetch([]) == {}

@@ -431,6 +431,8 @@ def test_a_report_is_read_and_answered_with_oauth2_and_an_expired_token_is_repla
 ) -> None:
     config = _config(tmp_dir, account, sink, token_server)
     with DaemonProcess(config.path, tmp_dir / "d.log") as daemon:
+        # After the start: mail already there at a new database's first start is adopted.
+        daemon.wait_for_log("waiting for new mail")
         account.append(mail(subject="SQL injection in search"))
         wait_until(lambda: _receipts(sink), timeout=60, what="the receipt")
         assert count_rows(config.database, "SELECT COUNT(*) FROM reports") == 1
