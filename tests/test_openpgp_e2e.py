@@ -674,10 +674,12 @@ def test_daemon_reads_and_answers_encrypted_mail(
 ) -> None:
     config = _config(tmp_dir, imap_account, smtp_sink, people)
     entity = text_entity(REPORT, key=people.reporter.public_key)
-    imap_account.append(
-        pgp_mime(people.reporter, PROJECT, "Report", entity, [people.project.fingerprint])
-    )
     with DaemonProcess(config.path, tmp_dir / "daemon.log") as daemon:
+        # After the start: mail already there at a new database's first start is adopted.
+        daemon.wait_for_log("waiting for new mail")
+        imap_account.append(
+            pgp_mime(people.reporter, PROJECT, "Report", entity, [people.project.fingerprint])
+        )
         smtp_sink.wait_for(3, timeout=30)
         assert daemon.stop() == 0
     inner, _ = _opened(people.reporter, _to(smtp_sink, people.reporter.address)[0])
