@@ -234,21 +234,21 @@ class ArchiveMailbox:
 
     def fetch(self, uids: Sequence[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
-        for uid in uids:
-            where = self._where.get(uid)
-            if where is None:
-                continue
-            if where.key:
-                if self._maildir is None:
-                    continue
+        wanted = [(uid, self._where[uid]) for uid in uids if uid in self._where]
+        if self._maildir is not None:
+            for uid, where in wanted:
                 try:
                     out[uid] = self._maildir.get_bytes(where.key)
                 except (KeyError, OSError):
                     continue
-            else:
-                with self.path.open("rb") as handle:
+            return out
+        try:
+            with self.path.open("rb") as handle:
+                for uid, where in wanted:
                     handle.seek(where.start)
                     out[uid] = _mbox_message(handle.read(where.end - where.start))
+        except OSError as exc:
+            raise MailboxError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         return out
 
     def mark_processed(self, uids: Sequence[str]) -> None:
@@ -307,6 +307,9 @@ def import_archive(
     # Larger transactions than a live mailbox's: one fsync per IMPORT_BATCH messages (nothing
     # waits on an archive's answer), still a few MB of mail in memory at a time.
     runner.batch_size = IMPORT_BATCH
+    # Nothing is answered and a second run takes in what a power loss undid: the batches need
+    # not wait for the disk (the migrations and the mailbox record still do).
+    runner.durable = False
     runner.start(now)
     total = len(archive.pending())
     on_start(total)

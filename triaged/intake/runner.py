@@ -120,6 +120,9 @@ class IntakeRunner:
         }
         # Messages fetched and committed together (one transaction, one fsync).
         self.batch_size = config.mailbox.batch_size
+        # False: the batches' commits are not fsynced (only for an archive: a power loss
+        # undoes the last ones, and running the import again takes them in).
+        self.durable = True
         self.silent = SilentHandlers(store, self._store)
         # What the messages of this runner's passes turned out to be (kinds, QUARANTINED,
         # DUPLICATE, KNOWN): `triaged import` sums them up.
@@ -234,7 +237,7 @@ class IntakeRunner:
         # One transaction for the batch, so one fsync instead of one per message (the largest
         # cost of intake after composing, bench/); ingest() puts each message in a savepoint of
         # its own, so a failure undoes that message only.
-        with self.store.transaction():
+        with self.store.transaction(durable=self.durable):
             for env in batch:
                 if self.stop.is_set():
                     break
