@@ -3,6 +3,7 @@ sink, with throwaway keys (tests/pgp.py). Alice has a configured key; Bob has no
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import mailbox
@@ -664,6 +665,60 @@ def test_show_without_the_project_key_at_hand(
     assert first["attachments"] == third["attachments"] == []
     # The message in clear is read as ever.
     assert second["unreadable"] is None and "Screenshot attached." in second["text"]
+
+
+def _command(harness: Harness, report_id: str, maintainer: str, body: str) -> bytes:
+    """A maintainer's reply in clear, to their reply address for the report."""
+    reply_to = harness.intake.dispatcher.reply_to(report_id, maintainer)
+    assert reply_to is not None
+    return mail(
+        sender=maintainer, to=reply_to, subject=f"Re: [security report #{report_id}]", body=body
+    )
+
+
+def test_attachments_command_mails_the_decrypted_files(
+    desk: Harness, imap_account: ImapAccount, smtp_sink: SmtpSink, people: People
+) -> None:
+    report_id = _encrypted_report_with_files(desk, imap_account, smtp_sink, people)
+    before = len(smtp_sink.messages)
+    imap_account.append(_command(desk, report_id, "alice@example.org", "/attachments 1 3\n"))
+    assert desk.pump() == 1
+    new = smtp_sink.wait_for(before + 2)[before:]
+    assert [c.rcpt_tos for c in new] == [["alice@example.org"]] * 2
+    # Sealed to Alice's key (she has one), and the files are those of the decrypted messages,
+    # by the numbers show and export give them.
+    opened = [_opened(people.alice, c)[0] for c in new]
+    (files,) = [m for m in opened if m.get_content_type() == "multipart/mixed"]
+    got = {p.get_filename(): p.get_payload(decode=True) for p in files.iter_attachments()}
+    assert got == {"1-poc.bin": POC, "3-trace.log": TRACE}
+    (transcript,) = [m for m in opened if m is not files]
+    assert "attachments 1, 3 mailed to alice@example.org (only)" in _text(transcript)
+
+
+def test_require_withholds_attachments_from_a_keyless_maintainer(
+    tmp_dir: Path, imap_account: ImapAccount, smtp_sink: SmtpSink, people: People
+) -> None:
+    harness = _openpgp_desk(
+        tmp_dir,
+        imap_account,
+        smtp_sink,
+        people,
+        openpgp={"encrypted_to_maintainers": "require"},
+    )
+    try:
+        report_id = _encrypted_report_with_files(harness, imap_account, smtp_sink, people)
+        imap_account.append(_command(harness, report_id, "bob@example.org", "/attachments\n"))
+        assert harness.pump() == 1
+        harness.outbox.run_once(datetime.now(UTC))  # the notices the first pass wrote
+        for captured in _to(smtp_sink, "bob@example.org"):
+            assert TRACE not in captured.raw and b"poc.bin" not in captured.raw
+            assert base64.b64encode(TRACE) not in captured.raw
+        notices = [_text(c.msg) for c in _to(smtp_sink, "bob@example.org")]
+        assert any("a mail with its attachments about it was not" in text for text in notices)
+        states = {o["kind"]: o["state"] for o in harness.show(report_id)["outbox"]}
+        assert states["attachments"] == "withheld"
+    finally:
+        harness.close()
 
 
 # --- the daemon -------------------------------------------------------------------------------
