@@ -9,12 +9,14 @@ database holds at that moment.
 from __future__ import annotations
 
 import json
+import mailbox
 import os
 import signal
 import smtplib
 import socket
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +26,18 @@ from helpers import (
     PROJECT,
     REPORTER,
     DaemonProcess,
+    Harness,
     count_rows,
     lmtp_config,
     mail,
+    make_config,
     wait_until,
 )
 from servers import SmtpSink, free_port
 
 from triaged.cli import main
 from triaged.config import Config
+from triaged.core.timefmt import ts
 
 
 @pytest.fixture
@@ -241,6 +246,32 @@ def test_check_speaks_lmtp_to_the_daemon_or_to_a_server_of_its_own(
         assert "LMTP: the daemon answers; mail for security@example.org taken" in running
         assert daemon.stop() == 0
     assert count_rows(daemon_config.database, "SELECT COUNT(*) FROM messages") == 0
+
+
+def test_mail_that_keeps_coming_is_stamped_when_it_comes_and_counts_as_progress(
+    tmp_dir: Path,
+) -> None:
+    # An MTA delivering without a pause keeps the intake pass going (it looks again after every
+    # pass that handled mail): each later pass takes the time again, and each one is progress
+    # for the watchdog. Shown with the Maildir twin, where mail can be dropped in between.
+    config = make_config(tmp_dir)
+    h = Harness(config)
+    inbox = mailbox.Maildir(config.mailbox.endpoint.path, create=True)
+    inbox.add(mail(sender="first@outside.example"))
+    t0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    later = t0 + timedelta(hours=1)
+    passes: list[int] = []
+
+    def after_pass() -> None:
+        passes.append(len(passes))
+        if len(passes) == 1:
+            inbox.add(mail(sender="second@outside.example"))
+
+    assert h.intake.run_once(t0, lambda: later, after_pass) == 2
+    assert len(passes) == 3  # two that handled a message, one that found nothing
+    created = dict(h.store.conn.execute("SELECT reporter, created_at FROM reports").fetchall())
+    assert created == {"first@outside.example": ts(t0), "second@outside.example": ts(later)}
+    h.close()
 
 
 def _stored_raw(db: Path) -> bytes:

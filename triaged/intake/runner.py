@@ -159,19 +159,31 @@ class IntakeRunner:
             with self.store.transaction():
                 messages.set_uidvalidity(self.store, name, self.uidvalidity, now)
 
-    def run_once(self, now: datetime) -> int:
+    def run_once(
+        self,
+        now: datetime,
+        clock: Callable[[], datetime] | None = None,
+        after_pass: Callable[[], None] | None = None,
+    ) -> int:
         """Handles everything waiting in the mailbox; returns how many messages were handled.
 
         Looks again after a pass that handled anything: mail that arrived during the pass may
         have been announced in the answer to one of its commands (FETCH, MOVE), and IDLE only
-        reports what is new after that, so it would wait for the next new message.
+        reports what is new after that, so it would wait for the next new message. While mail
+        keeps coming (an MTA delivering over LMTP), that goes on: each later pass takes its
+        time from `clock` (default: `now` for all), and `after_pass` is told of each one (the
+        daemon's watchdog counts it as progress).
         """
         handled = 0
         while not self.stop.is_set():
             done = self._pass(now)
+            if after_pass is not None:
+                after_pass()
             if not done:
                 break
             handled += done
+            if clock is not None:
+                now = clock()
         return handled
 
     def _pass(self, now: datetime, on_batch: Callable[[int], None] | None = None) -> int:

@@ -122,8 +122,9 @@ class IntakeLoop(RunnerLoop):
 
     def _one_iteration(self) -> None:
         assert self.runner is not None and self.mailbox is not None and self.store is not None
-        handled = self.runner.run_once(self.host.clock())
-        self.host.mark_progress(self.name)
+        handled = self.runner.run_once(
+            self.host.clock(), self.host.clock, lambda: self.host.mark_progress(self.name)
+        )
         if handled:
             self.daemon.outbox_wake.set()
             on_intake = self.daemon.on_intake

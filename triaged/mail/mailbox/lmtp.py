@@ -45,6 +45,9 @@ from triaged.errors import MailboxError
 from triaged.mail.mailbox.base import Envelope
 
 log = logging.getLogger(__name__)
+# aiosmtpd logs every command and address at INFO: per message, lines that say nothing to an
+# operator and fill the journal with reporters' addresses.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 # How long a delivery waits for the intake runner before the MTA is told to try again later.
 ANSWER_TIMEOUT = 300.0
