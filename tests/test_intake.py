@@ -24,6 +24,8 @@ from servers import Captured, ImapAccount, SmtpSink
 
 from triaged.cli import main
 from triaged.core.ids import find_tag, tag
+from triaged.intake import classify
+from triaged.intake.handlers import KINDS
 
 REPORTER = "reporter@outside.example"
 
@@ -520,3 +522,11 @@ def test_an_rfc_8098_read_receipt_threads_by_the_message_it_names(
     shown = harness.show(report_id)
     assert [m["kind"] for m in shown["messages"]] == ["report", "automatic"]
     assert shown["messages"][-1]["reason"] == "read receipt"
+
+
+def test_every_kind_of_mail_has_a_handler() -> None:
+    """A kind the rules can decide with no row in the table would fail each such message."""
+    kinds = {
+        value for name, value in vars(classify).items() if name.isupper() and isinstance(value, str)
+    }
+    assert kinds == set(KINDS)
