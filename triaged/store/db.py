@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -122,3 +122,20 @@ def _use_wal(conn: sqlite3.Connection, patience: float = 30.0) -> None:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.01)
+
+
+def report_by_message_id(store: Store, table: str, message_ids: Sequence[str]) -> str | None:
+    """The report of a row of `table` ("messages" or "outbox") with one of these Message-IDs:
+    the last one given that has one, since References list the newest last."""
+    if not message_ids:
+        return None
+    rows = store.all(
+        f"SELECT message_id, report_id FROM {table} WHERE report_id IS NOT NULL"
+        f" AND message_id IN ({','.join('?' * len(message_ids))})",
+        tuple(message_ids),
+    )
+    found = {row["message_id"]: row["report_id"] for row in rows}
+    for message_id in reversed(message_ids):
+        if message_id in found:
+            return str(found[message_id])
+    return None

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from triaged.core.timefmt import parse_ts, ts
-from triaged.store.db import Store
+from triaged.store.db import Store, report_by_message_id
 
 REPORT = "report"  # the kind of a report's first message
 
@@ -150,18 +150,7 @@ def came_encrypted(store: Store, message_id: str) -> bool:
 def report_of(store: Store, message_ids: Sequence[str]) -> str | None:
     """The report of a stored message with one of these Message-IDs (the last one given that
     has one: References list the newest last)."""
-    if not message_ids:
-        return None
-    rows = store.all(
-        "SELECT message_id, report_id FROM messages WHERE report_id IS NOT NULL"
-        f" AND message_id IN ({','.join('?' * len(message_ids))})",
-        tuple(message_ids),
-    )
-    found = {row["message_id"]: row["report_id"] for row in rows}
-    for message_id in reversed(message_ids):
-        if message_id in found:
-            return str(found[message_id])
-    return None
+    return report_by_message_id(store, "messages", message_ids)
 
 
 def is_empty(store: Store) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from triaged.core.timefmt import parse_ts, ts
-from triaged.store.db import Store
+from triaged.store.db import Store, report_by_message_id
 
 PENDING = "pending"
 SENT = "sent"
@@ -123,15 +123,4 @@ def backlog(store: Store) -> int:
 def report_of(store: Store, message_ids: Sequence[str]) -> str | None:
     """The report that one of our own sent Message-IDs belongs to (the last one given that
     has one: References list the newest last)."""
-    if not message_ids:
-        return None
-    rows = store.all(
-        "SELECT message_id, report_id FROM outbox WHERE report_id IS NOT NULL"
-        f" AND message_id IN ({','.join('?' * len(message_ids))})",
-        tuple(message_ids),
-    )
-    found = {row["message_id"]: row["report_id"] for row in rows}
-    for message_id in reversed(message_ids):
-        if message_id in found:
-            return str(found[message_id])
-    return None
+    return report_by_message_id(store, "outbox", message_ids)
