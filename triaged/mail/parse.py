@@ -43,7 +43,6 @@ from triaged.core.text import (
     parse_address,
 )
 from triaged.errors import UnsafeMessage
-from triaged.mail.htmltext import MAX_HTML_CHARS, to_text
 
 __all__ = [
     "Attachment",
@@ -865,6 +864,11 @@ def _walk(root: Message, limits: LimitsConfig, keep: bool = False) -> _Walk:
     result.attachments = tuple(attachments)
     if html is not None and not result.text.strip():
         # No usable text/plain part (none, or only white space): the HTML part, as text.
+        # Imported here: BeautifulSoup and its CSS parser cost every process that reads mail
+        # a tenth of a second at its start (a twentieth of `triaged import`'s time, bench/),
+        # and most mail has a text/plain part.
+        from triaged.mail.htmltext import MAX_HTML_CHARS, to_text
+
         source = _decoded_text(html[0], html[1], MAX_HTML_CHARS)
         result.text = to_text(source, limits.max_text_chars)
         result.text_is_first_part = False
