@@ -11,6 +11,7 @@ import mailbox
 import os
 import pty
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -235,6 +236,34 @@ def test_import_of_a_maildir_threads_by_references(tmp_dir: Path) -> None:
     assert "2 messages read: 1 reports made, 1 threaded" in result.output
     # The archive itself is never changed.
     assert len(archive) == 2 and not list((tmp_dir / "archive").glob(".*"))
+
+
+def test_import_reads_each_from_line_date_and_survives_a_hostile_one(tmp_dir: Path) -> None:
+    config = make_config(tmp_dir)
+    archive = tmp_dir / "dates.mbox"
+    lines = (
+        b"From a@x.example Sat Nov  1 09:05:07 2025",  # the usual form, day padded
+        b"From b@x.example sat nov 21 10:00:00 2025",  # lower case
+        b"From c@x.example Sat Nov 21 10:00:00 UTC 2025",  # a zone inside, still read
+        b"From d@x.example Sat Nov 3 1:2:3 3964255961",  # a ten-digit year: the Date header
+    )
+    with archive.open("wb") as out:
+        for n, line in enumerate(lines):
+            out.write(line + b"\n")
+            raw = mail(sender=f"{'abcd'[n]}@x.example", subject=f"report {n}")
+            raw = re.sub(rb"(?m)^Date: .*$", b"Date: Mon, 02 Jun 2025 08:00:00 +0000\r", raw)
+            out.write(raw.replace(b"\r\n", b"\n") + b"\n")
+    result = CliRunner().invoke(main, ["--config", str(config.path), "import", str(archive)])
+    assert result.exit_code == 0, result.output
+    assert "4 messages read: 4 reports made" in result.output
+    with sqlite3.connect(config.database) as conn:
+        received = [row[0] for row in conn.execute("SELECT received_at FROM messages ORDER BY id")]
+    assert [value[:19] for value in received] == [
+        "2025-11-01T09:05:07",
+        "2025-11-21T10:00:00",
+        "2025-11-21T10:00:00",
+        "2025-06-02T08:00:00",
+    ]
 
 
 def test_import_refuses_what_is_no_archive(tmp_dir: Path) -> None:
