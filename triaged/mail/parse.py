@@ -865,8 +865,8 @@ def _walk(root: Message, limits: LimitsConfig, keep: bool = False) -> _Walk:
     if html is not None and not result.text.strip():
         # No usable text/plain part (none, or only white space): the HTML part, as text.
         # Imported here: BeautifulSoup and its CSS parser cost every process that reads mail
-        # a tenth of a second at its start (a twentieth of `triaged import`'s time, bench/),
-        # and most mail has a text/plain part.
+        # nearly a tenth of a second at its start (bench/fixes.md, 7.), and most mail has a
+        # text/plain part.
         from triaged.mail.htmltext import MAX_HTML_CHARS, to_text
 
         source = _decoded_text(html[0], html[1], MAX_HTML_CHARS)
