@@ -3,6 +3,9 @@ loop): IDLE, crashes, reconnects."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -146,3 +149,49 @@ def test_mail_arriving_between_a_pass_and_idle_is_answered_at_once(
         daemon.request_stop()
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+# A process whose main thread does what the intake loop does after each pass (it sets and clears
+# an Event), while another thread sends it SIGHUP 300 times, one at a time, each acted on (with
+# SignalRelay) by setting that same Event. A handler that set the Event itself, in the main
+# thread, waited for the Event's lock its own thread held: this process would never end.
+_SIGNALS_WHILE_INSIDE_AN_EVENT = """
+import os, signal, sys, threading
+from triaged.service.signals import SignalRelay
+
+wake = threading.Event()
+acted = threading.Semaphore(0)
+finished = threading.Event()
+
+def on_sighup(signum):
+    wake.set()
+    acted.release()
+
+def sender():
+    for _ in range(300):
+        os.kill(os.getpid(), signal.SIGHUP)
+        if not acted.acquire(timeout=20):
+            print("a signal was not acted on", flush=True)
+            os._exit(3)
+    finished.set()
+
+with SignalRelay({signal.SIGHUP: on_sighup}):
+    threading.Thread(target=sender, daemon=True).start()
+    while not finished.is_set():
+        wake.set()
+        wake.clear()
+print("acted on 300 signals")
+"""
+
+
+def test_signals_coming_while_the_main_thread_is_inside_an_event_are_all_acted_on() -> None:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+    result = subprocess.run(
+        [sys.executable, "-c", _SIGNALS_WHILE_INSIDE_AN_EVENT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "acted on 300 signals"

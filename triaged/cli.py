@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -30,6 +29,7 @@ from triaged.errors import (
 )
 from triaged.logs import setup_logging
 from triaged.mail.openpgp import Keyring
+from triaged.service.signals import SignalRelay
 from triaged.store.db import Store
 from triaged.views import deadline_list, report_detail, report_list
 
@@ -89,19 +89,20 @@ def _run_daemon(config: Config, on_intake: Any = None, on_ready: Any = None) -> 
     daemon.on_intake = on_intake
     daemon.on_ready = on_ready
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(signum: int) -> None:
         log.info("signal %d: stopping", signum)
         daemon.request_stop()
 
-    def reload(signum: int, frame: FrameType | None) -> None:
+    def reload(signum: int) -> None:
         log.info("SIGHUP: reloading the configuration")
         daemon.request_reload()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
+    # Acted on in a thread of their own (triaged/service/signals.py): a handler that sets the
+    # daemon's Events can wait forever on a lock the interrupted intake loop holds.
+    relay = SignalRelay({signal.SIGTERM: stop, signal.SIGINT: stop, signal.SIGHUP: reload})
     try:
-        daemon.run()
+        with relay:
+            daemon.run()
     except AlreadyRunning as exc:
         _fail(str(exc), EXIT_UNREACHABLE)
     except ConfigError as exc:
