@@ -90,25 +90,7 @@ class Dispatcher:
                 chars=len(commands.note),
             )
             return []
-        verdict = auth.verify(
-            key=self.key,
-            project_address=self.config.project.address,
-            report_id=report_id,
-            sender=msg.from_addr,
-            to_addrs=msg.to_addrs,
-            authentication_results=msg.authentication_results,
-            maintainers=self.config.maintainers.members,
-            proofs=self.config.auth.proofs,
-            authserv_id=self.config.auth.authserv_id,
-            signature=msg.openpgp.signature if msg.openpgp else None,
-            sender_keys=(
-                self.keyring.keys_for(sender) if self.keyring is not None and sender else ()
-            ),
-        )
-        if not verdict.ok:
-            log.warning("commands from %s refused: %s", msg.from_addr, verdict.reason)
-            messages.set_reason(self.store, number, f"commands refused: {verdict.reason}")
-            raise CommandsRefused(verdict.reason)
+        verdict = self._verify(msg, report_id, number)
         ctx = CommandContext(
             store=self.store,
             config=self.config,
@@ -132,7 +114,46 @@ class Dispatcher:
         log.info(
             "report %s: %d command(s) from %s (%s)", report_id, len(lines), sender, verdict.proof
         )
-        transcript = self.composer.build(
+        transcript = self._transcript(msg, report_id, sender, lines, ctx, commands, now)
+        return [*ctx.outgoing, transcript]
+
+    def _verify(self, msg: ParsedMessage, report_id: str, number: int) -> auth.Verdict:
+        """Whether the message proves it comes from the maintainer in its From; raises
+        CommandsRefused (and records why on the message) when it does not."""
+        sender = msg.from_addr or ""
+        verdict = auth.verify(
+            key=self.key,
+            project_address=self.config.project.address,
+            report_id=report_id,
+            sender=msg.from_addr,
+            to_addrs=msg.to_addrs,
+            authentication_results=msg.authentication_results,
+            maintainers=self.config.maintainers.members,
+            proofs=self.config.auth.proofs,
+            authserv_id=self.config.auth.authserv_id,
+            signature=msg.openpgp.signature if msg.openpgp else None,
+            sender_keys=(
+                self.keyring.keys_for(sender) if self.keyring is not None and sender else ()
+            ),
+        )
+        if not verdict.ok:
+            log.warning("commands from %s refused: %s", msg.from_addr, verdict.reason)
+            messages.set_reason(self.store, number, f"commands refused: {verdict.reason}")
+            raise CommandsRefused(verdict.reason)
+        return verdict
+
+    def _transcript(
+        self,
+        msg: ParsedMessage,
+        report_id: str,
+        sender: str,
+        lines: list[Line],
+        ctx: CommandContext,
+        commands: Commands,
+        now: datetime,
+    ) -> Outgoing:
+        """The one transcript of a command mail, back to its sender."""
+        return self.composer.build(
             kind="transcript",
             to=sender,
             subject="Commands: "
@@ -153,7 +174,6 @@ class Dispatcher:
             auto="auto-replied",
             reply_to=self.reply_to(report_id, sender),
         )
-        return [*ctx.outgoing, transcript]
 
     def _run_all(
         self, ctx: CommandContext, commands: Commands, *, reporter: bool, is_reporter: bool = False
