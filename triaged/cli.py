@@ -109,6 +109,18 @@ def _run_daemon(config: Config, on_intake: Any = None, on_ready: Any = None) -> 
         _fail(str(exc), EXIT_CONFIG)
 
 
+def _printed_whole(rows: Any, as_json: bool, nothing: str) -> bool:
+    """For the listing commands: prints `rows` as JSON, or `nothing` when there are none, and
+    says whether that was the whole answer (else the caller prints its table)."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return True
+    if not rows:
+        click.echo(nothing)
+        return True
+    return False
+
+
 @main.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
@@ -334,11 +346,7 @@ def reports(ctx: click.Context, as_json: bool) -> None:
     """
     store = Store(_config(ctx).database)
     rows = report_list(store)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no reports")
+    if _printed_whole(rows, as_json, "no reports"):
         return
     click.echo(f"{'ID':<9} {'STATE':<13} {'SEVERITY':<9} {'RECEIVED':<17} {'REPORTER':<28} TITLE")
     for row in rows:
@@ -388,11 +396,7 @@ def blocked(ctx: click.Context, as_json: bool) -> None:
     from triaged.store import blocklist
 
     rows = blocklist.entries(Store(_config(ctx).database))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no blocked senders")
+    if _printed_whole(rows, as_json, "no blocked senders"):
         return
     click.echo(f"{'BLOCKED':<32} {'BY':<26} {'SINCE':<17} {'REPORT':<9} STOPPED")
     for row in rows:
@@ -621,11 +625,7 @@ def deadlines(ctx: click.Context, as_json: bool) -> None:
     store = Store(config.database)
     now = datetime.now(UTC)
     rows = deadline_list(store, now)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no deadlines running")
+    if _printed_whole(rows, as_json, "no deadlines running"):
         return
     zone = config.project.timezone
     click.echo(f"{'DUE':<26} {'WHEN':<30} {'ID':<9} {'CLOCK':<12} TITLE")
